@@ -1,0 +1,358 @@
+// Package config loads the configuration shared by the scheduler, the worker and jobsctl.
+//
+// Sources, each overriding the one before: defaults, a JSON file (--config or JETJOBS_CONFIG),
+// environment variables (JETJOBS_MYSQL_DSN, JETJOBS_NATS_URL), then flags (--mysql, --nats).
+// Unknown keys and bad values are errors that name the key.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// Defaults. The jobs defaults are DataJoint's (config.jobs.*) where DataJoint has the key.
+const (
+	DefaultMySQLDSN        = "root@tcp(127.0.0.1:3306)/"
+	DefaultNATSURL         = "nats://127.0.0.1:4222"
+	DefaultSubjectPrefix   = "jetjobs"
+	DefaultReplicas        = 1
+	DefaultAckWait         = 30 * time.Second
+	DefaultPriority        = 5
+	DefaultStaleTimeout    = 3600 * time.Second
+	DefaultKeepCompleted   = false
+	DefaultAutoRefresh     = true
+	DefaultVersionMethod   = VersionNone
+	DefaultOrphanTimeout   = 0 * time.Second
+	DefaultLeaseDuration   = 60 * time.Second
+	DefaultMaxAttempts     = 3
+	DefaultRetryBackoff    = 10 * time.Second
+	DefaultRefreshInterval = 60 * time.Second
+)
+
+// Version methods for jobs.version_method.
+const (
+	VersionNone = "none"
+	VersionGit  = "git"
+)
+
+// Environment variables read by Load.
+const (
+	EnvConfig   = "JETJOBS_CONFIG"
+	EnvMySQLDSN = "JETJOBS_MYSQL_DSN"
+	EnvNATSURL  = "JETJOBS_NATS_URL"
+)
+
+// ErrInvalid marks every configuration error, so programs can exit with the usage code (2).
+var ErrInvalid = errors.New("invalid configuration")
+
+// Config is the whole configuration of the jetjobs programs.
+type Config struct {
+	MySQL  MySQL   `json:"mysql"`
+	NATS   NATS    `json:"nats"`
+	Jobs   Jobs    `json:"jobs"`
+	Tables []Table `json:"tables"`
+}
+
+// MySQL is the connection to the database that holds the target and jobs tables.
+type MySQL struct {
+	// DSN in go-sql-driver form, e.g. "root@tcp(127.0.0.1:3306)/". Default DefaultMySQLDSN.
+	DSN string `json:"dsn"`
+}
+
+// NATS is the connection to the NATS server with JetStream that dispatches due jobs.
+type NATS struct {
+	// URL of the server(s), comma-separated. Default DefaultNATSURL. The scheduler's
+	// --embedded-nats replaces it with an in-process server.
+	URL string `json:"url"`
+	// Credentials is a NATS .creds file (JWT and nkey seed). Empty: no credentials.
+	Credentials string `json:"credentials"`
+	// TLSCA is a PEM file of CAs used to verify the server. Empty: the system roots.
+	TLSCA string `json:"tls_ca"`
+	// TLSCert and TLSKey are a PEM client certificate and key for mutual TLS.
+	TLSCert string `json:"tls_cert"`
+	TLSKey  string `json:"tls_key"`
+	// SubjectPrefix starts every subject: <prefix>.<schema>.<table>.p<priority>.
+	// Default DefaultSubjectPrefix.
+	SubjectPrefix string `json:"subject_prefix"`
+	// Replicas of each stream: 1 for a single server, 3 for a cluster. Default DefaultReplicas.
+	Replicas int `json:"replicas"`
+	// AckWait is how long a fetched message stays invisible before JetStream redelivers it;
+	// workers send InProgress every AckWait/3 while a job runs. Default DefaultAckWait.
+	AckWait Seconds `json:"ack_wait"`
+}
+
+// Jobs holds DataJoint's config.jobs keys and jetjobs' own job settings.
+type Jobs struct {
+	// DefaultPriority of new jobs; lower is more urgent, -128..127 (the column is a signed
+	// tinyint). Default 5, as DataJoint.
+	DefaultPriority int `json:"default_priority"`
+	// StaleTimeout: pending jobs created longer ago than this are checked by refresh and
+	// removed when their key left the key source or reached the target. 0 disables.
+	// Default 3600 s, as DataJoint.
+	StaleTimeout Seconds `json:"stale_timeout"`
+	// KeepCompleted keeps finished jobs as status 'success' instead of deleting them.
+	// Default false, as DataJoint.
+	KeepCompleted bool `json:"keep_completed"`
+	// AutoRefresh makes the scheduler refresh every RefreshInterval. Default true.
+	AutoRefresh bool `json:"auto_refresh"`
+	// VersionMethod fills the version column: "none" (or null) or "git" (git rev-parse
+	// --short HEAD, evaluated once per process). Default "none".
+	VersionMethod string `json:"version_method"`
+	// OrphanTimeout recovers jobs reserved by DataJoint itself (no lease) whose reserved_time
+	// is older than this. jetjobs' own reservations expire by their lease. 0 disables, as
+	// DataJoint's default. Default 0.
+	OrphanTimeout Seconds `json:"orphan_timeout"`
+	// LeaseDuration is how long a reservation lives without a heartbeat; workers renew it
+	// every LeaseDuration/3. Shorter recovers crashed workers sooner, at more heartbeat
+	// writes. Default 60 s.
+	LeaseDuration Seconds `json:"lease_duration"`
+	// MaxAttempts is the number of reservations a job may use for retryable failures before
+	// it is recorded as an error. Default 3.
+	MaxAttempts int `json:"max_attempts"`
+	// RetryBackoff is the base of the exponential retry delay (base·2^(attempt-1), with
+	// jitter). Default 10 s.
+	RetryBackoff Seconds `json:"retry_backoff"`
+	// RefreshInterval is how often the scheduler refreshes each table from its key source
+	// when AutoRefresh is on. Default 60 s.
+	RefreshInterval Seconds `json:"refresh_interval"`
+}
+
+// Table is one target table.
+type Table struct {
+	// Table is "schema.table", the target whose rows are computed.
+	Table string `json:"table"`
+	// KeySource is an optional SQL SELECT returning the key columns. Empty: derived from the
+	// target's primary parents, as DataJoint does.
+	KeySource string `json:"key_source,omitempty"`
+}
+
+// Seconds is a duration written in configuration as a number of seconds, like DataJoint's
+// stale_timeout.
+type Seconds time.Duration
+
+// Duration returns s as a time.Duration.
+func (s Seconds) Duration() time.Duration { return time.Duration(s) }
+
+// UnmarshalJSON reads a non-negative number of seconds.
+func (s *Seconds) UnmarshalJSON(b []byte) error {
+	var f float64
+	if err := json.Unmarshal(b, &f); err != nil {
+		return fmt.Errorf("want a number of seconds, got %s", b)
+	}
+	if f < 0 || math.IsNaN(f) || f > math.MaxInt64/float64(time.Second) {
+		return fmt.Errorf("want a non-negative number of seconds, got %s", b)
+	}
+	*s = Seconds(f * float64(time.Second))
+	return nil
+}
+
+// MarshalJSON writes s as a number of seconds.
+func (s Seconds) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(s).Seconds())
+}
+
+// Default returns the configuration with every default filled in.
+func Default() Config {
+	return Config{
+		MySQL: MySQL{DSN: DefaultMySQLDSN},
+		NATS: NATS{
+			URL:           DefaultNATSURL,
+			SubjectPrefix: DefaultSubjectPrefix,
+			Replicas:      DefaultReplicas,
+			AckWait:       Seconds(DefaultAckWait),
+		},
+		Jobs: Jobs{
+			DefaultPriority: DefaultPriority,
+			StaleTimeout:    Seconds(DefaultStaleTimeout),
+			KeepCompleted:   DefaultKeepCompleted,
+			AutoRefresh:     DefaultAutoRefresh,
+			VersionMethod:   DefaultVersionMethod,
+			OrphanTimeout:   Seconds(DefaultOrphanTimeout),
+			LeaseDuration:   Seconds(DefaultLeaseDuration),
+			MaxAttempts:     DefaultMaxAttempts,
+			RetryBackoff:    Seconds(DefaultRetryBackoff),
+			RefreshInterval: Seconds(DefaultRefreshInterval),
+		},
+	}
+}
+
+// Parse reads a JSON configuration file's contents over the defaults and validates it.
+func Parse(data []byte) (Config, error) {
+	cfg := Default()
+	if err := decodeInto(data, &cfg); err != nil {
+		return Config{}, err
+	}
+	return cfg, cfg.Validate()
+}
+
+func decodeInto(data []byte, cfg *Config) error {
+	// version_method may be JSON null, as DataJoint's None.
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(cfg); err != nil {
+		return fmt.Errorf("%w: %s", ErrInvalid, describeJSONError(err))
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: unexpected data after the JSON object", ErrInvalid)
+	}
+	if cfg.Jobs.VersionMethod == "" {
+		cfg.Jobs.VersionMethod = VersionNone
+	}
+	return nil
+}
+
+// describeJSONError turns encoding/json's messages into ones that name the configuration key.
+func describeJSONError(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		return fmt.Sprintf("key %q: want %s, got JSON %s", typeErr.Field, typeErr.Type, typeErr.Value)
+	}
+	msg := err.Error()
+	if rest, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return "unknown key " + rest + " (see the README for the keys of each section)"
+	}
+	if strings.HasPrefix(msg, "json: cannot unmarshal") {
+		return strings.TrimPrefix(msg, "json: ")
+	}
+	// Errors from Seconds.UnmarshalJSON and syntax errors.
+	return strings.TrimPrefix(msg, "json: ")
+}
+
+// Validate checks every value's range and the table names.
+func (c *Config) Validate() error {
+	var problems []string
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	if c.MySQL.DSN == "" {
+		bad("mysql.dsn is empty: give a go-sql-driver DSN such as %q", DefaultMySQLDSN)
+	}
+	if c.NATS.SubjectPrefix == "" || strings.ContainsAny(c.NATS.SubjectPrefix, " \t*>") {
+		bad("nats.subject_prefix %q must be non-empty without spaces, '*' or '>'", c.NATS.SubjectPrefix)
+	}
+	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
+		bad("nats.replicas %d must be 1..5", c.NATS.Replicas)
+	}
+	if c.NATS.AckWait.Duration() < time.Second {
+		bad("nats.ack_wait %v must be at least 1 second", c.NATS.AckWait.Duration())
+	}
+	if c.Jobs.DefaultPriority < -128 || c.Jobs.DefaultPriority > 127 {
+		bad("jobs.default_priority %d is out of range -128..127 (the priority column is a signed tinyint)", c.Jobs.DefaultPriority)
+	}
+	if c.Jobs.VersionMethod != VersionNone && c.Jobs.VersionMethod != VersionGit {
+		bad("jobs.version_method %q must be \"none\", null or \"git\"", c.Jobs.VersionMethod)
+	}
+	if c.Jobs.LeaseDuration.Duration() < time.Second {
+		bad("jobs.lease_duration %v must be at least 1 second", c.Jobs.LeaseDuration.Duration())
+	}
+	if c.Jobs.MaxAttempts < 1 {
+		bad("jobs.max_attempts %d must be at least 1", c.Jobs.MaxAttempts)
+	}
+	if c.Jobs.RefreshInterval.Duration() < time.Second {
+		bad("jobs.refresh_interval %v must be at least 1 second", c.Jobs.RefreshInterval.Duration())
+	}
+	seen := map[string]bool{}
+	for i, t := range c.Tables {
+		if _, _, err := SplitTable(t.Table); err != nil {
+			bad("tables[%d].table: %v", i, err)
+		}
+		if seen[t.Table] {
+			bad("tables[%d].table %q is listed twice", i, t.Table)
+		}
+		seen[t.Table] = true
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: %s", ErrInvalid, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// SplitTable splits "schema.table" into its two names.
+func SplitTable(name string) (schema, table string, err error) {
+	schema, table, ok := strings.Cut(name, ".")
+	if !ok || schema == "" || table == "" || strings.Contains(table, ".") {
+		return "", "", fmt.Errorf("%q is not of the form schema.table", name)
+	}
+	return schema, table, nil
+}
+
+// Table returns the configured entry for name, and whether there is one.
+func (c *Config) Table(name string) (Table, bool) {
+	for _, t := range c.Tables {
+		if t.Table == name {
+			return t, true
+		}
+	}
+	return Table{}, false
+}
+
+// TableNames lists the configured tables, for error messages and "all tables" commands.
+func (c *Config) TableNames() []string {
+	names := make([]string, len(c.Tables))
+	for i, t := range c.Tables {
+		names[i] = t.Table
+	}
+	return names
+}
+
+// Flags are the command-line flags every program shares.
+type Flags struct {
+	path  string
+	mysql string
+	nats  string
+}
+
+// AddFlags registers --config, --mysql and --nats on fs.
+func AddFlags(fs *pflag.FlagSet) *Flags {
+	f := &Flags{}
+	fs.StringVar(&f.path, "config", "", "JSON configuration file (env "+EnvConfig+")")
+	fs.StringVar(&f.mysql, "mysql", "", "MySQL DSN in go-sql-driver form, e.g. "+DefaultMySQLDSN+" (env "+EnvMySQLDSN+"; default "+DefaultMySQLDSN+")")
+	fs.StringVar(&f.nats, "nats", "", "NATS server URL (env "+EnvNATSURL+"; default "+DefaultNATSURL+")")
+	return f
+}
+
+// Load builds the configuration: defaults, then the file, then the environment (getenv, nil
+// for os.Getenv), then the flags; tables given as arguments are added to the configured ones.
+func (f *Flags) Load(getenv func(string) string, tables []string) (Config, error) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	cfg := Default()
+	path := f.path
+	if path == "" {
+		path = getenv(EnvConfig)
+	}
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return Config{}, fmt.Errorf("%w: read config file: %v", ErrInvalid, err)
+		}
+		if err := decodeInto(data, &cfg); err != nil {
+			return Config{}, fmt.Errorf("config file %s: %w", path, err)
+		}
+	}
+	if v := getenv(EnvMySQLDSN); v != "" {
+		cfg.MySQL.DSN = v
+	}
+	if v := getenv(EnvNATSURL); v != "" {
+		cfg.NATS.URL = v
+	}
+	if f.mysql != "" {
+		cfg.MySQL.DSN = f.mysql
+	}
+	if f.nats != "" {
+		cfg.NATS.URL = f.nats
+	}
+	for _, name := range tables {
+		if _, ok := cfg.Table(name); !ok {
+			cfg.Tables = append(cfg.Tables, Table{Table: name})
+		}
+	}
+	return cfg, cfg.Validate()
+}
