@@ -1,0 +1,114 @@
+// Package cli holds what the three programs share beyond configuration: exit codes, the
+// process identity written into reserved jobs, and opening a target's jobs table from the
+// configuration.
+package cli
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"strings"
+	"time"
+
+	"github.com/jetjobs/jetjobs/config"
+	"github.com/jetjobs/jetjobs/jobsdb"
+)
+
+// Exit codes of every program.
+const (
+	ExitOK     = 0 // success
+	ExitFailed = 1 // the operation failed (or, for the worker, a job failed without --suppress-errors)
+	ExitUsage  = 2 // bad usage or configuration
+)
+
+const gitVersionTimeout = 5 * time.Second
+
+// UsageError marks an error caused by the command line or configuration (exit code 2).
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// Usagef returns a UsageError with a formatted message.
+func Usagef(format string, args ...any) error {
+	return &UsageError{Err: fmt.Errorf(format, args...)}
+}
+
+// ExitCode maps an error to the program's exit code.
+func ExitCode(err error) int {
+	var usage *UsageError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &usage), errors.Is(err, config.ErrInvalid):
+		return ExitUsage
+	default:
+		return ExitFailed
+	}
+}
+
+// Identity returns the user, host, pid and version this process writes into the jobs it
+// reserves. The version is evaluated once, here, as version_method says.
+func Identity(cfg config.Config) jobsdb.Identity {
+	id := jobsdb.Identity{PID: os.Getpid()}
+	id.Host, _ = os.Hostname()
+	if u, err := user.Current(); err == nil {
+		id.User = u.Username + "@" + id.Host
+	}
+	if cfg.Jobs.VersionMethod == config.VersionGit {
+		ctx, cancel := context.WithTimeout(context.Background(), gitVersionTimeout)
+		defer cancel()
+		if out, err := exec.CommandContext(ctx, "git", "rev-parse", "--short", "HEAD").Output(); err == nil {
+			id.Version = strings.TrimSpace(string(out))
+		}
+	}
+	return id
+}
+
+// JobsOptions builds the jobsdb options from the configuration.
+func JobsOptions(cfg config.Config, id jobsdb.Identity) jobsdb.Options {
+	return jobsdb.Options{
+		KeepCompleted: cfg.Jobs.KeepCompleted,
+		LeaseDuration: cfg.Jobs.LeaseDuration.Duration(),
+		Identity:      id,
+	}
+}
+
+// OpenJobs inspects the target table name and returns its jobs handle. A table that is not
+// in the database is a usage error that lists the configured tables.
+func OpenJobs(ctx context.Context, db *sql.DB, cfg config.Config, name string, id jobsdb.Identity) (*jobsdb.Jobs, error) {
+	if _, _, err := config.SplitTable(name); err != nil {
+		return nil, &UsageError{Err: fmt.Errorf("table %w", err)}
+	}
+	entry, _ := cfg.Table(name)
+	target, err := jobsdb.Inspect(ctx, db, name, entry.KeySource)
+	if errors.Is(err, jobsdb.ErrUnknownTable) {
+		return nil, &UsageError{Err: fmt.Errorf("%w; configured tables: %s", err, listOrNone(cfg.TableNames()))}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return jobsdb.New(db, target, JobsOptions(cfg, id)), nil
+}
+
+// Tables returns the tables a command works on: the arguments, or all configured tables.
+func Tables(cfg config.Config, args []string) ([]string, error) {
+	if len(args) > 0 {
+		return args, nil
+	}
+	if len(cfg.Tables) == 0 {
+		return nil, Usagef("no table given and none configured: name tables as schema.table arguments or list them under \"tables\" in the config file")
+	}
+	return cfg.TableNames(), nil
+}
+
+func listOrNone(names []string) string {
+	if len(names) == 0 {
+		return "none (list them under \"tables\" in the config file)"
+	}
+	return strings.Join(names, ", ")
+}
