@@ -1,0 +1,234 @@
+// Package workercmd is the worker program: flags, wiring, signals and the summary. The work
+// itself is done by package worker.
+package workercmd
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
+
+	"github.com/jetjobs/jetjobs/config"
+	"github.com/jetjobs/jetjobs/internal/cli"
+	"github.com/jetjobs/jetjobs/jobsdb"
+	"github.com/jetjobs/jetjobs/queue"
+	"github.com/jetjobs/jetjobs/worker"
+)
+
+const usage = `worker: take due jobs from NATS JetStream, reserve them in MySQL, run a handler, record the outcome.
+
+Usage:
+  worker [flags] --exec CMD [schema.table ...]
+
+Tables come from the arguments, or from "tables" in the config file.
+
+The --exec handler protocol: the key arrives as JSON on stdin and as JETJOBS_KEY_<COLUMN>
+variables, with JETJOBS_TABLE, JETJOBS_ATTEMPT and TRACEPARENT. Exit 0 = success (a JSON
+object or array on stdout is inserted as target rows in the completion transaction); exit 75 =
+retryable failure (retried with backoff up to jobs.max_attempts); any other exit = error, with
+the tail of stderr as the message and all of stderr as the stack.
+
+Signals: SIGTERM or SIGINT stops taking work, lets running jobs finish within --grace and
+releases the rest to pending; a second signal releases them at once.
+
+Exit codes: 0 done, 1 a job failed (without --suppress-errors) or the worker failed,
+2 bad usage or configuration.
+
+Environment: JETJOBS_CONFIG, JETJOBS_MYSQL_DSN, JETJOBS_NATS_URL, and OTEL_* for telemetry.
+
+Flags:
+`
+
+type options struct {
+	exec           string
+	timeout        time.Duration
+	concurrency    int
+	maxCalls       int
+	suppressErrors bool
+	priority       int
+	progress       bool
+	once           bool
+	grace          time.Duration
+	output         string
+	logLevel       string
+}
+
+// Main runs the worker program and returns its exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("worker", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgFlags := config.AddFlags(fs)
+	var o options
+	fs.StringVar(&o.exec, "exec", "", "handler command, run by /bin/sh -c once per job (required)")
+	fs.DurationVar(&o.timeout, "timeout", 0, "kill a job's handler (its whole process group) after this long and record an error; 0 = no limit")
+	fs.IntVarP(&o.concurrency, "concurrency", "j", worker.DefaultConcurrency, "jobs run at once (populate's processes)")
+	fs.IntVar(&o.maxCalls, "max-calls", 0, "stop after this many jobs finished (succeeded, failed or retried); 0 = no limit")
+	fs.BoolVar(&o.suppressErrors, "suppress-errors", false, "keep going after a job fails; without it the worker records the error, finishes running jobs and exits 1")
+	fs.IntVar(&o.priority, "priority", 0, "take only jobs with priority <= N (lower is more urgent); unset = all")
+	fs.BoolVar(&o.progress, "progress", false, "show a progress bar on a terminal (stderr)")
+	fs.BoolVar(&o.once, "once", false, "exit when no due job is left and none is running")
+	fs.DurationVar(&o.grace, "grace", worker.DefaultGrace, "on SIGTERM/SIGINT, how long running jobs may finish before they are released to pending")
+	fs.StringVarP(&o.output, "output", "o", "text", "summary format at exit: text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return cli.ExitOK
+		}
+		return cli.ExitUsage
+	}
+	log, err := newLogger(stderr, o.logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "worker:", err)
+		return cli.ExitUsage
+	}
+	if err := run(fs, cfgFlags, o, log, stdout, stderr); err != nil {
+		fmt.Fprintln(stderr, "worker:", err)
+		return cli.ExitCode(err)
+	}
+	return cli.ExitOK
+}
+
+func run(fs *pflag.FlagSet, cfgFlags *config.Flags, o options, log *slog.Logger, stdout, stderr io.Writer) error {
+	if o.exec == "" {
+		return cli.Usagef("--exec is required: the command that computes one job")
+	}
+	if o.output != "text" && o.output != "json" {
+		return cli.Usagef("--output %q: want text or json", o.output)
+	}
+	cfg, err := cfgFlags.Load(nil, fs.Args())
+	if err != nil {
+		return err
+	}
+	tables, err := cli.Tables(cfg, fs.Args())
+	if err != nil {
+		return err
+	}
+	var maxPriority *int
+	if fs.Changed("priority") {
+		maxPriority = &o.priority
+	}
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	db, err := jobsdb.Open(ctx, cfg.MySQL.DSN)
+	if err != nil {
+		return fmt.Errorf("connect to MySQL: %w", err)
+	}
+	defer db.Close()
+	nc, err := queue.Connect(ctx, queue.ConnectOptions{
+		URL: cfg.NATS.URL, Credentials: cfg.NATS.Credentials,
+		TLSCA: cfg.NATS.TLSCA, TLSCert: cfg.NATS.TLSCert, TLSKey: cfg.NATS.TLSKey,
+		Name: "jetjobs-worker",
+	})
+	if err != nil {
+		return err
+	}
+	defer nc.Drain()
+
+	opts := worker.Options{
+		DB: db, NATS: nc, Config: cfg, Tables: tables,
+		Handler:     worker.Exec(worker.ExecOptions{Command: o.exec, Timeout: o.timeout}),
+		Concurrency: o.concurrency, MaxCalls: o.maxCalls, SuppressErrors: o.suppressErrors,
+		MaxPriority: maxPriority, Once: o.once, Grace: o.grace, Logger: log,
+	}
+	if o.progress && isTerminal(stderr) {
+		bar := newProgressBar(ctx, db, cfg, tables, stderr)
+		opts.OnFinish = func(worker.Event) { bar.Add(1) }
+		defer bar.Finish()
+	}
+	w, err := worker.New(opts)
+	if err != nil {
+		return err
+	}
+	go handleSignals(stop, w, log)
+	summary, runErr := w.Run(ctx)
+	if err := printSummary(stdout, o.output, summary); err != nil {
+		return err
+	}
+	return runErr
+}
+
+// handleSignals stops taking work on the first SIGTERM/SIGINT and aborts on the second.
+func handleSignals(stop context.CancelFunc, w *worker.Worker, log *slog.Logger) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	sig := <-sigs
+	log.Info("stopping: no new jobs; running jobs may finish", "signal", sig.String())
+	stop()
+	sig = <-sigs
+	log.Warn("stopping now: releasing running jobs", "signal", sig.String())
+	w.Abort()
+}
+
+func printSummary(w io.Writer, format string, s worker.Summary) error {
+	if format == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(s)
+	}
+	fmt.Fprintf(w, "success_count: %d\n", s.SuccessCount)
+	fmt.Fprintf(w, "error_list: %d\n", len(s.ErrorList))
+	for _, e := range s.ErrorList {
+		key, _ := json.Marshal(e.Key)
+		fmt.Fprintf(w, "  %s %s: %s\n", e.Table, key, firstLine(e.Error))
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+// newProgressBar counts the due and running jobs of the tables as the bar's total.
+func newProgressBar(ctx context.Context, db *sql.DB, cfg config.Config, tables []string, w io.Writer) *progressbar.ProgressBar {
+	total := int64(-1)
+	for _, name := range tables {
+		jobs, err := cli.OpenJobs(ctx, db, cfg, name, jobsdb.Identity{})
+		if err != nil {
+			total = -1
+			break
+		}
+		p, err := jobs.Progress(ctx)
+		if err != nil {
+			total = -1
+			break
+		}
+		total = max(total, 0) + p.Pending + p.Reserved
+	}
+	return progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetDescription("jobs"),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString("jobs"),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, cli.Usagef("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}

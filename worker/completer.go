@@ -1,0 +1,218 @@
+package worker
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/jetjobs/jetjobs/jobsdb"
+	"github.com/jetjobs/jetjobs/queue"
+)
+
+// Completer defaults: a batch is written when it holds completerBatch outcomes or when the
+// oldest has waited completerDelay, whichever comes first.
+const (
+	completerBatch  = 500
+	completerDelay  = 2 * time.Millisecond
+	completerBuffer = 4 * completerBatch
+	ackParallelism  = 32
+	ackTimeout      = 5 * time.Second
+
+	mysqlDeadlock        = 1213
+	mysqlLockWaitTimeout = 1205
+)
+
+// finished is one job's outcome on its way to MySQL, with the message to ack once it is
+// recorded and the callback that accounts for it.
+type finished struct {
+	outcome jobsdb.Outcome
+	write   func(ctx context.Context, tx *sql.Tx) error
+	msg     queue.Msg
+	// done is called once the outcome is settled: applied is false when the lease had been
+	// taken over; err is set when nothing could be recorded. outcome may have changed kind
+	// (a Write callback that failed turns a success into an error).
+	done func(f *finished, applied bool, err error)
+}
+
+// completer records outcomes in batches, each outcome fenced by its lease token, and acks
+// each message only after its outcome committed. Outcomes with a Write callback get a
+// transaction of their own.
+type completer struct {
+	db      *sql.DB
+	jobs    *jobsdb.Jobs
+	in      chan *finished
+	stopped chan struct{}
+	// giveUp bounds how long a batch is retried while MySQL is unreachable after the worker
+	// was told to stop; its messages are then left unacked and its leases expire.
+	giveUp context.Context
+}
+
+func newCompleter(db *sql.DB, jobs *jobsdb.Jobs, giveUp context.Context) *completer {
+	c := &completer{db: db, jobs: jobs, in: make(chan *finished, completerBuffer), stopped: make(chan struct{}), giveUp: giveUp}
+	go c.run()
+	return c
+}
+
+// add queues an outcome; it blocks when the buffer is full (backpressure on the job slots).
+func (c *completer) add(f *finished) { c.in <- f }
+
+// close flushes what is queued and waits for the last batch.
+func (c *completer) close() {
+	close(c.in)
+	<-c.stopped
+}
+
+func (c *completer) run() {
+	defer close(c.stopped)
+	batch := make([]*finished, 0, completerBatch)
+	for {
+		f, ok := <-c.in
+		if !ok {
+			return
+		}
+		batch = append(batch[:0], f)
+		timer := time.NewTimer(completerDelay)
+	collect:
+		for len(batch) < completerBatch {
+			select {
+			case f, ok := <-c.in:
+				if !ok {
+					break collect
+				}
+				batch = append(batch, f)
+			case <-timer.C:
+				break collect
+			}
+		}
+		timer.Stop()
+		c.flush(batch)
+	}
+}
+
+func (c *completer) flush(batch []*finished) {
+	var grouped []*finished
+	for _, f := range batch {
+		if f.write != nil {
+			c.settle([]*finished{f}, c.recordOwnTx)
+		} else {
+			grouped = append(grouped, f)
+		}
+	}
+	if len(grouped) > 0 {
+		c.settle(grouped, c.recordBatch)
+	}
+}
+
+// settle records a group, retrying while MySQL is unreachable, then acks and reports. A
+// permanent failure of a batch (say, one job's rows do not fit the target) is narrowed down by
+// recording the group's outcomes one by one; a success whose rows cannot be written is
+// recorded as an error, so one bad job never blocks the others.
+func (c *completer) settle(group []*finished, record func(ctx context.Context, group []*finished) ([]bool, error)) {
+	applied, err := c.retry(group, record)
+	if err != nil && !isRetryableSQL(err) && c.giveUp.Err() == nil {
+		if len(group) > 1 {
+			for _, f := range group {
+				c.settle([]*finished{f}, record)
+			}
+			return
+		}
+		if f := group[0]; f.outcome.Kind == jobsdb.OutcomeSuccess {
+			f.outcome.Kind = jobsdb.OutcomeError
+			f.outcome.Message = "recording the job's results failed: " + err.Error()
+			f.outcome.Stack = err.Error()
+			f.outcome.Rows, f.write = nil, nil
+			applied, err = c.retry(group, c.recordBatch)
+		}
+	}
+	if err != nil {
+		// Nothing was recorded: ack nothing, so the messages are redelivered and the leases
+		// expire and are recovered by the scheduler.
+		for _, f := range group {
+			f.done(f, false, fmt.Errorf("record outcome: %w", err))
+		}
+		return
+	}
+	ackAll(group)
+	for i, f := range group {
+		f.done(f, applied[i], nil)
+	}
+}
+
+func (c *completer) retry(group []*finished, record func(ctx context.Context, group []*finished) ([]bool, error)) ([]bool, error) {
+	return backoff.Retry(c.giveUp, func() ([]bool, error) {
+		applied, err := record(c.giveUp, group)
+		if err != nil && !isRetryableSQL(err) {
+			return nil, backoff.Permanent(err)
+		}
+		return applied, err
+	}, backoff.WithBackOff(backoff.NewExponentialBackOff()), backoff.WithMaxElapsedTime(0))
+}
+
+func (c *completer) recordBatch(ctx context.Context, group []*finished) ([]bool, error) {
+	outcomes := make([]jobsdb.Outcome, len(group))
+	for i, f := range group {
+		outcomes[i] = f.outcome
+	}
+	return c.jobs.Record(ctx, outcomes)
+}
+
+// recordOwnTx records one outcome whose handler writes inside the completion transaction:
+// the lease is checked first, then the handler's writes, then the commit of both.
+func (c *completer) recordOwnTx(ctx context.Context, group []*finished) ([]bool, error) {
+	f := group[0]
+	tx, err := c.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	applied, err := c.jobs.RecordTx(ctx, tx, []jobsdb.Outcome{f.outcome})
+	if err != nil {
+		return nil, err
+	}
+	if !applied[0] {
+		return applied, nil
+	}
+	if err := f.write(ctx, tx); err != nil {
+		return nil, fmt.Errorf("the handler's Write callback: %w", err)
+	}
+	return applied, tx.Commit()
+}
+
+// ackAll acks the group's messages, a few at a time.
+func ackAll(group []*finished) {
+	sem := make(chan struct{}, ackParallelism)
+	var wg sync.WaitGroup
+	for _, f := range group {
+		if f.msg == nil {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(m queue.Msg) {
+			defer func() { <-sem; wg.Done() }()
+			ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
+			defer cancel()
+			// A lost ack is harmless: the message comes back, and its reservation fails
+			// because MySQL already recorded the outcome; it is then acked and dropped.
+			m.Ack(ctx)
+		}(f.msg)
+	}
+	wg.Wait()
+}
+
+// isRetryableSQL tells transient database errors (lost connection, deadlock, lock wait)
+// from permanent ones such as a duplicate key or a bad column.
+func isRetryableSQL(err error) bool {
+	var myErr *mysql.MySQLError
+	if errors.As(err, &myErr) {
+		return myErr.Number == mysqlDeadlock || myErr.Number == mysqlLockWaitTimeout
+	}
+	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, mysql.ErrInvalidConn) || errors.Is(err, context.DeadlineExceeded)
+}

@@ -1,0 +1,218 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jetjobs/jetjobs/jobsdb"
+)
+
+// The exec handler protocol.
+const (
+	// ExitRetryable (EX_TEMPFAIL) asks for a retry with backoff.
+	ExitRetryable = 75
+	// EnvTable, EnvAttempt and EnvKeyPrefix name the variables an exec handler receives:
+	// JETJOBS_TABLE=schema.table, JETJOBS_ATTEMPT=n, JETJOBS_KEY_<COLUMN>=value.
+	EnvTable     = "JETJOBS_TABLE"
+	EnvAttempt   = "JETJOBS_ATTEMPT"
+	EnvKeyPrefix = "JETJOBS_KEY_"
+	// EnvTraceparent carries the W3C trace context of the job's span.
+	EnvTraceparent = "TRACEPARENT"
+
+	// maxCaptured bounds what is kept of a handler's stdout and stderr.
+	maxCaptured = 4 << 20
+	// stderrTailChars is how much of the end of stderr becomes the error message.
+	stderrTailChars = 1000
+)
+
+// ExecOptions configure an external command handler.
+type ExecOptions struct {
+	// Command is run by /bin/sh -c, so it may hold arguments, pipes and redirections.
+	Command string
+	// Timeout kills the command's whole process group after this long; 0 means no limit.
+	Timeout time.Duration
+	// Traceparent, when set, returns the W3C traceparent of the job's context for TRACEPARENT.
+	Traceparent func(ctx context.Context) string
+}
+
+// Exec returns a Handler that runs an external command per job, in any language: the key as
+// JSON on stdin and as JETJOBS_KEY_<COLUMN> variables, plus JETJOBS_TABLE and
+// JETJOBS_ATTEMPT. Exit 0 is success, and a JSON object or array on stdout is inserted as
+// target rows; exit 75 is a retryable failure; any other exit is an error whose message is
+// the tail of stderr and whose stack is all of stderr.
+func Exec(opts ExecOptions) Handler {
+	return func(ctx context.Context, job *Job) (Result, error) {
+		if opts.Timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, opts.Timeout)
+			defer cancel()
+		}
+		cmd := exec.Command("/bin/sh", "-c", opts.Command)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Stdin = bytes.NewReader(job.KeyJSON)
+		stdout := &tailBuffer{limit: maxCaptured}
+		stderr := &tailBuffer{limit: maxCaptured}
+		cmd.Stdout, cmd.Stderr = stdout, stderr
+		cmd.Env = append(os.Environ(), jobEnv(job)...)
+		if opts.Traceparent != nil {
+			if tp := opts.Traceparent(ctx); tp != "" {
+				cmd.Env = append(cmd.Env, EnvTraceparent+"="+tp)
+			}
+		}
+		if err := cmd.Start(); err != nil {
+			return Result{}, fmt.Errorf("start handler %q: %w", opts.Command, err)
+		}
+		waited := make(chan error, 1)
+		go func() { waited <- cmd.Wait() }()
+		var err error
+		select {
+		case err = <-waited:
+		case <-ctx.Done():
+			// Kill the whole process group: the shell and everything it started.
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-waited
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) && opts.Timeout > 0 {
+				return Result{}, &ExecError{Message: fmt.Sprintf("handler timed out after %v and was killed", opts.Timeout), Stderr: stderr.String()}
+			}
+			return Result{}, ctx.Err()
+		}
+		// A handler that exited may have left children holding the group: end them too.
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		if err == nil {
+			if stdout.dropped {
+				return Result{}, &ExecError{Message: fmt.Sprintf("handler stdout exceeds %d bytes; write large results to the database from the handler instead", maxCaptured), Stderr: stderr.String()}
+			}
+			rows, perr := parseRows(stdout.Bytes())
+			if perr != nil {
+				return Result{}, &ExecError{Message: perr.Error(), Stderr: stderr.String()}
+			}
+			return Result{Rows: rows}, nil
+		}
+		var exitErr *exec.ExitError
+		if !errors.As(err, &exitErr) {
+			return Result{}, fmt.Errorf("run handler %q: %w", opts.Command, err)
+		}
+		failure := &ExecError{Code: exitErr.ExitCode(), Stderr: stderr.String()}
+		failure.Message = stderrTail(failure.Stderr)
+		if failure.Message == "" {
+			failure.Message = fmt.Sprintf("handler exited with status %d", failure.Code)
+			if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				failure.Message = fmt.Sprintf("handler killed by signal %v", ws.Signal())
+			}
+		}
+		if failure.Code == ExitRetryable {
+			return Result{}, Retryable(failure)
+		}
+		return Result{}, failure
+	}
+}
+
+// ExecError is a failed external handler: its exit code, the message (the tail of stderr)
+// and all of stderr, which becomes the job's error_stack.
+type ExecError struct {
+	Code    int
+	Message string
+	Stderr  string
+}
+
+func (e *ExecError) Error() string { return e.Message }
+
+// Stack returns all of the handler's stderr.
+func (e *ExecError) Stack() string { return e.Stderr }
+
+func jobEnv(job *Job) []string {
+	env := []string{EnvTable + "=" + job.Table, EnvAttempt + "=" + strconv.Itoa(job.Attempt)}
+	for col, v := range job.Key {
+		env = append(env, EnvKeyPrefix+envName(col)+"="+fmt.Sprint(v))
+	}
+	return env
+}
+
+// envName upper-cases a column name and replaces characters not allowed in variable names.
+func envName(col string) string {
+	b := []byte(strings.ToUpper(col))
+	for i, c := range b {
+		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+// parseRows reads a handler's stdout: nothing, a JSON object (one row) or an array of objects.
+func parseRows(out []byte) ([]jobsdb.Row, error) {
+	out = bytes.TrimSpace(out)
+	if len(out) == 0 {
+		return nil, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(out))
+	dec.UseNumber()
+	var rows []jobsdb.Row
+	switch out[0] {
+	case '{':
+		var row jobsdb.Row
+		if err := dec.Decode(&row); err != nil {
+			return nil, fmt.Errorf("handler stdout is not a valid JSON object: %v", err)
+		}
+		rows = []jobsdb.Row{row}
+	case '[':
+		if err := dec.Decode(&rows); err != nil {
+			return nil, fmt.Errorf("handler stdout is not a valid JSON array of objects: %v", err)
+		}
+	default:
+		return nil, fmt.Errorf("handler stdout must be empty, a JSON object or a JSON array of objects (rows for the target); it starts with %q", firstLine(out))
+	}
+	if dec.More() {
+		return nil, errors.New("handler stdout has data after its JSON value")
+	}
+	return rows, nil
+}
+
+func firstLine(b []byte) string {
+	s, _, _ := strings.Cut(string(b), "\n")
+	if len(s) > 80 {
+		s = s[:80] + "…"
+	}
+	return s
+}
+
+// stderrTail is the last non-empty lines of stderr, up to stderrTailChars.
+func stderrTail(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) <= stderrTailChars {
+		return s
+	}
+	s = s[len(s)-stderrTailChars:]
+	if i := strings.IndexByte(s, '\n'); i >= 0 && i < len(s)-1 {
+		s = s[i+1:]
+	}
+	return s
+}
+
+// tailBuffer keeps the last limit bytes written to it.
+type tailBuffer struct {
+	limit   int
+	buf     []byte
+	dropped bool // the beginning was dropped
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.buf = append(t.buf, p...)
+	if over := len(t.buf) - t.limit; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+		t.dropped = true
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) Bytes() []byte  { return t.buf }
+func (t *tailBuffer) String() string { return string(t.buf) }
