@@ -1,0 +1,156 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func TestParseDefaults(t *testing.T) {
+	cfg, err := Parse([]byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := cfg.Jobs
+	if j.DefaultPriority != 5 || j.StaleTimeout.Duration() != time.Hour || j.KeepCompleted || !j.AutoRefresh || j.VersionMethod != "none" {
+		t.Errorf("DataJoint defaults not applied: %+v", j)
+	}
+	if cfg.MySQL.DSN != DefaultMySQLDSN || cfg.NATS.URL != DefaultNATSURL {
+		t.Errorf("connection defaults not applied: %+v %+v", cfg.MySQL, cfg.NATS)
+	}
+}
+
+func TestParseFullFile(t *testing.T) {
+	cfg, err := Parse([]byte(`{
+		"mysql": {"dsn": "u:p@tcp(db:3306)/"},
+		"nats": {"url": "nats://n:4222", "subject_prefix": "jj", "replicas": 3, "ack_wait": 45},
+		"jobs": {"default_priority": -3, "stale_timeout": 0, "keep_completed": true, "auto_refresh": false,
+		         "version_method": null, "orphan_timeout": 7200, "lease_duration": 1.5, "max_attempts": 5,
+		         "retry_backoff": 2, "refresh_interval": 30},
+		"tables": [{"table": "lab.__analysis", "key_source": "SELECT 1 AS id"}, {"table": "lab.__other"}]
+	}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Jobs.LeaseDuration.Duration() != 1500*time.Millisecond || cfg.Jobs.OrphanTimeout.Duration() != 2*time.Hour {
+		t.Errorf("durations in seconds not read: %+v", cfg.Jobs)
+	}
+	if cfg.Jobs.VersionMethod != VersionNone {
+		t.Errorf("version_method null should mean none, got %q", cfg.Jobs.VersionMethod)
+	}
+	if ks := cfg.Tables[0].KeySource; ks != "SELECT 1 AS id" {
+		t.Errorf("key source: %q", ks)
+	}
+	if cfg.NATS.Replicas != 3 || cfg.NATS.AckWait.Duration() != 45*time.Second {
+		t.Errorf("nats: %+v", cfg.NATS)
+	}
+}
+
+func TestParseErrorsNameTheKey(t *testing.T) {
+	cases := []struct{ name, json, want string }{
+		{"unknown top-level key", `{"job": {}}`, `"job"`},
+		{"unknown nested key", `{"jobs": {"stale_timout": 5}}`, `"stale_timout"`},
+		{"wrong type", `{"jobs": {"default_priority": "high"}}`, "jobs.default_priority"},
+		{"priority out of tinyint range", `{"jobs": {"default_priority": 200}}`, "jobs.default_priority"},
+		{"negative seconds", `{"jobs": {"stale_timeout": -1}}`, "non-negative"},
+		{"seconds as text", `{"jobs": {"lease_duration": "60s"}}`, "number of seconds"},
+		{"bad version method", `{"jobs": {"version_method": "svn"}}`, "jobs.version_method"},
+		{"table without schema", `{"tables": [{"table": "analysis"}]}`, "tables[0].table"},
+		{"table listed twice", `{"tables": [{"table": "a.b"}, {"table": "a.b"}]}`, "listed twice"},
+		{"zero attempts", `{"jobs": {"max_attempts": 0}}`, "jobs.max_attempts"},
+		{"empty dsn", `{"mysql": {"dsn": ""}}`, "mysql.dsn"},
+		{"trailing data", `{} {}`, "after the JSON object"},
+		{"not JSON", `jobs: {}`, "invalid character"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse([]byte(c.json))
+			if err == nil {
+				t.Fatalf("accepted %s", c.json)
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error does not wrap ErrInvalid: %v", err)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Errorf("error %q does not mention %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestLoadPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "jetjobs.json")
+	if err := os.WriteFile(path, []byte(`{"mysql": {"dsn": "file@tcp(f:1)/"}, "nats": {"url": "nats://file:1"}, "tables": [{"table": "s.t"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{EnvConfig: path}
+	getenv := func(k string) string { return env[k] }
+	load := func(args ...string) Config {
+		t.Helper()
+		fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+		f := AddFlags(fs)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := f.Load(getenv, fs.Args())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	if cfg := load(); cfg.MySQL.DSN != "file@tcp(f:1)/" || cfg.NATS.URL != "nats://file:1" {
+		t.Errorf("file not applied over defaults: %+v %+v", cfg.MySQL, cfg.NATS)
+	}
+	env[EnvMySQLDSN], env[EnvNATSURL] = "env@tcp(e:1)/", "nats://env:1"
+	if cfg := load(); cfg.MySQL.DSN != "env@tcp(e:1)/" || cfg.NATS.URL != "nats://env:1" {
+		t.Errorf("environment does not override the file: %+v %+v", cfg.MySQL, cfg.NATS)
+	}
+	cfg := load("--mysql", "flag@tcp(x:1)/", "--nats", "nats://flag:1", "s.t", "s.u")
+	if cfg.MySQL.DSN != "flag@tcp(x:1)/" || cfg.NATS.URL != "nats://flag:1" {
+		t.Errorf("flags do not override the environment: %+v %+v", cfg.MySQL, cfg.NATS)
+	}
+	if got := strings.Join(cfg.TableNames(), ","); got != "s.t,s.u" {
+		t.Errorf("argument tables not merged with configured ones: %s", got)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	f := AddFlags(fs)
+	if err := fs.Parse([]string{"--config", filepath.Join(t.TempDir(), "absent.json")}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.Load(func(string) string { return "" }, nil)
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "absent.json") {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+// FuzzParse checks that no input panics and that every accepted configuration is valid.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"jobs": {"default_priority": 1, "stale_timeout": 1e3, "version_method": "git"}}`))
+	f.Add([]byte(`{"tables": [{"table": "a.b", "key_source": "SELECT 1"}]}`))
+	f.Add([]byte(`{"nats": {"ack_wait": 1e308}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse(data)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error without ErrInvalid: %v", err)
+			}
+			return
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("accepted an invalid configuration: %v", err)
+		}
+		if cfg.Jobs.StaleTimeout < 0 || cfg.Jobs.LeaseDuration.Duration() < time.Second {
+			t.Fatalf("out of range durations accepted: %+v", cfg.Jobs)
+		}
+	})
+}
