@@ -47,9 +47,13 @@ var (
 	private   *Private
 )
 
-// Main runs the package's tests and then stops a private server if one was started.
-func Main(m *testing.M) {
+// Main runs the package's tests, then the cleanups, then stops a private server if one was
+// started, and exits.
+func Main(m *testing.M, cleanups ...func()) {
 	code := m.Run()
+	for _, c := range cleanups {
+		c()
+	}
 	if private != nil {
 		private.Stop()
 	}
