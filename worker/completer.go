@@ -6,7 +6,6 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -22,7 +21,6 @@ const (
 	completerBatch  = 500
 	completerDelay  = 2 * time.Millisecond
 	completerBuffer = 4 * completerBatch
-	ackParallelism  = 32
 	ackTimeout      = 5 * time.Second
 
 	mysqlDeadlock        = 1213
@@ -185,26 +183,19 @@ func (c *completer) recordOwnTx(ctx context.Context, group []*finished) ([]bool,
 	return applied, tx.Commit()
 }
 
-// ackAll acks the group's messages, a few at a time.
+// ackAll acks the group's messages once their outcomes committed. A lost ack is harmless:
+// the message comes back, and its reservation fails because MySQL already recorded the
+// outcome; it is then acked and dropped.
 func ackAll(group []*finished) {
-	sem := make(chan struct{}, ackParallelism)
-	var wg sync.WaitGroup
+	msgs := make([]queue.Msg, 0, len(group))
 	for _, f := range group {
-		if f.msg == nil {
-			continue
+		if f.msg != nil {
+			msgs = append(msgs, f.msg)
 		}
-		sem <- struct{}{}
-		wg.Add(1)
-		go func(m queue.Msg) {
-			defer func() { <-sem; wg.Done() }()
-			ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
-			defer cancel()
-			// A lost ack is harmless: the message comes back, and its reservation fails
-			// because MySQL already recorded the outcome; it is then acked and dropped.
-			m.Ack(ctx)
-		}(f.msg)
 	}
-	wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
+	defer cancel()
+	queue.AckAll(ctx, msgs)
 }
 
 // isRetryableSQL tells transient database errors (lost connection, deadlock, lock wait)

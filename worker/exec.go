@@ -57,7 +57,9 @@ func Exec(opts ExecOptions) Handler {
 			defer cancel()
 		}
 		cmd := exec.Command("/bin/sh", "-c", opts.Command)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		// Its own process group, so a timeout kills everything it started; killed with the
+		// worker, so a crashed worker leaves no handler running under a lease nobody renews.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		cmd.Stdin = bytes.NewReader(job.KeyJSON)
 		stdout := &tailBuffer{limit: maxCaptured}
 		stderr := &tailBuffer{limit: maxCaptured}

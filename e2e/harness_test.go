@@ -1,0 +1,331 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jetjobs/jetjobs/internal/mysqltest"
+)
+
+// binDir holds the programs built once for the package.
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "jetjobs-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/scheduler", "../cmd/worker", "../cmd/jobsctl")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build the programs:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	binDir = dir
+	mysqltest.Main(m, func() { os.RemoveAll(dir) })
+}
+
+// waitTimeout bounds every wait for the system to reach a state; generous, because CI is a
+// loaded two-core machine. Waiting is polling with a deadline, never a fixed sleep.
+const waitTimeout = 120 * time.Second
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// env is one end-to-end test's world: its database, its NATS URL, a directory with the
+// config file, the handler script and the per-call log.
+type env struct {
+	t       *testing.T
+	db      *mysqltest.DB
+	natsURL string
+	dir     string
+	config  string
+	calls   string
+	extra   []string // environment added to every process
+}
+
+// handlerScript is the --exec handler: it logs each call's start and end (key, worker pid,
+// attempt, nanosecond time), and outputs the target row. SLOW_KEY sleeps on its first attempt;
+// FAIL_KEY always fails; RETRY_KEY asks for a retry on its first attempt.
+const handlerScript = `#!/bin/sh
+k="$JETJOBS_KEY_SUBJECT_ID:$JETJOBS_KEY_SESSION_ID"
+cat > /dev/null
+echo "start $k $PPID $JETJOBS_ATTEMPT $(date +%s%N) $JETJOBS_TABLE" >> "$CALLS_LOG"
+if [ "$k" = "$SLOW_KEY" ] && [ "$JETJOBS_ATTEMPT" = 1 ]; then sleep 600; fi
+if [ "$k" = "$HOLD_KEY" ]; then sleep 600; fi
+if [ "$k" = "$FAIL_KEY" ]; then echo "traceback line 1" >&2; echo "ValueError: bad session $k" >&2; exit 3; fi
+if [ "$k" = "$RETRY_KEY" ] && [ "$JETJOBS_ATTEMPT" = 1 ]; then echo "busy, try later" >&2; exit 75; fi
+echo "end $k $PPID $JETJOBS_ATTEMPT $(date +%s%N) $JETJOBS_TABLE" >> "$CALLS_LOG"
+echo "{\"result\": $JETJOBS_KEY_SESSION_ID.5}"
+`
+
+func newEnv(t *testing.T, natsURL string) *env {
+	t.Helper()
+	e := &env{t: t, db: mysqltest.New(t), natsURL: natsURL, dir: t.TempDir()}
+	e.calls = filepath.Join(e.dir, "calls.log")
+	if err := os.WriteFile(e.calls, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.dir, "handler.sh"), []byte(handlerScript), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.writeConfig(map[string]any{})
+	return e
+}
+
+// writeConfig writes the config file: short leases and intervals so recoveries happen within
+// seconds, with overrides of the jobs section.
+func (e *env) writeConfig(jobs map[string]any) {
+	e.t.Helper()
+	j := map[string]any{
+		"lease_duration":   3,
+		"refresh_interval": 1,
+		"retry_backoff":    1,
+		"max_attempts":     3,
+		"stale_timeout":    3600,
+	}
+	for k, v := range jobs {
+		j[k] = v
+	}
+	cfg := map[string]any{
+		"mysql":  map[string]any{"dsn": e.db.ServerDSN},
+		"nats":   map[string]any{"url": e.natsURL, "subject_prefix": e.prefix(), "ack_wait": 2},
+		"jobs":   j,
+		"tables": []map[string]any{{"table": e.db.Name + ".__analysis"}},
+	}
+	data, _ := json.MarshalIndent(cfg, "", "  ")
+	e.config = filepath.Join(e.dir, "jetjobs.json")
+	if err := os.WriteFile(e.config, data, 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) table() string { return e.db.Name + ".__analysis" }
+
+// pipeline creates DataJoint's sample pipeline: subject → session → __analysis, with
+// subjects × sessions keys.
+func (e *env) pipeline(subjects, sessions int) {
+	e.t.Helper()
+	e.db.Exec(e.t,
+		"CREATE TABLE subject (subject_id int NOT NULL, PRIMARY KEY (subject_id))",
+		"CREATE TABLE session (subject_id int NOT NULL, session_id int NOT NULL, PRIMARY KEY (subject_id, session_id), FOREIGN KEY (subject_id) REFERENCES subject (subject_id))",
+		"CREATE TABLE __analysis (subject_id int NOT NULL, session_id int NOT NULL, result float NOT NULL, PRIMARY KEY (subject_id, session_id), FOREIGN KEY (subject_id, session_id) REFERENCES session (subject_id, session_id))",
+		fmt.Sprintf("INSERT INTO subject SELECT seq FROM seq_0_to_%d", subjects-1),
+		fmt.Sprintf("INSERT INTO session SELECT s.subject_id, q.seq FROM subject s, seq_0_to_%d q", sessions-1),
+	)
+}
+
+// proc is a running program whose output is kept.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *lockedBuffer
+	done chan struct{}
+	err  error
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// start runs program (scheduler, worker, jobsctl) with the env's config; it is killed at the
+// end of the test if still running, and its output is logged when the test fails.
+func (e *env) start(program string, args ...string) *proc {
+	e.t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, program), args...)
+	cmd.Env = append(os.Environ(), "JETJOBS_CONFIG="+e.config, "CALLS_LOG="+e.calls)
+	cmd.Env = append(cmd.Env, e.extra...)
+	p := &proc{name: program, cmd: cmd, out: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	e.t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			cmd.Process.Kill()
+			<-p.done
+		}
+		if e.t.Failed() {
+			e.t.Logf("--- output of %s %v (pid %d):\n%s", program, args, cmd.Process.Pid, p.out.String())
+		}
+	})
+	return p
+}
+
+// run runs program to completion and returns its output and exit code.
+func (e *env) run(program string, args ...string) (string, int) {
+	e.t.Helper()
+	p := e.start(program, args...)
+	return p.output(), p.wait(e.t)
+}
+
+func (p *proc) output() string {
+	<-p.done
+	return p.out.String()
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (p *proc) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(waitTimeout):
+		t.Fatalf("%s did not exit within %v; output:\n%s", p.name, waitTimeout, p.out.String())
+	}
+	if p.err == nil {
+		return 0
+	}
+	if ee, ok := p.err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	t.Fatalf("%s: %v", p.name, p.err)
+	return -1
+}
+
+func (p *proc) signal(sig syscall.Signal) { p.cmd.Process.Signal(sig) }
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// call is one line of the handler's per-call log.
+type call struct {
+	phase   string // start or end
+	key     string // subject:session
+	pid     int    // the worker that ran it
+	attempt int
+	at      time.Time
+}
+
+func (e *env) readCalls() []call {
+	e.t.Helper()
+	f, err := os.Open(e.calls)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer f.Close()
+	var calls []call
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			e.t.Fatalf("bad call log line %q", sc.Text())
+		}
+		pid, _ := strconv.Atoi(fields[2])
+		attempt, _ := strconv.Atoi(fields[3])
+		ns, _ := strconv.ParseInt(fields[4], 10, 64)
+		calls = append(calls, call{phase: fields[0], key: fields[1], pid: pid, attempt: attempt, at: time.Unix(0, ns)})
+	}
+	return calls
+}
+
+// count runs a COUNT(*) query in the test database.
+func (e *env) count(query string, args ...any) int {
+	e.t.Helper()
+	var n int
+	if err := e.db.SQL.QueryRowContext(context.Background(), query, args...).Scan(&n); err != nil {
+		e.t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+// checksum fingerprints the whole jobs table, to prove that bad input changed no row.
+func (e *env) checksum() string {
+	e.t.Helper()
+	var table string
+	var sum *int64
+	if err := e.db.SQL.QueryRow("CHECKSUM TABLE `~~analysis`").Scan(&table, &sum); err != nil {
+		e.t.Fatal(err)
+	}
+	if sum == nil {
+		return "no table"
+	}
+	return strconv.FormatInt(*sum, 10)
+}
+
+// checkInvariants checks, from the per-call log, that every key that finished ran once, that
+// no key was run again while the lease of a killed worker's run could still be live (a run
+// started after killedAt+lease/2), and that every run a live worker started finished.
+func (e *env) checkInvariants(killedAt map[int]time.Time, lease time.Duration) {
+	e.t.Helper()
+	type run struct {
+		start, end time.Time
+		pid        int
+	}
+	open := map[string]map[int]time.Time{} // key → pid → start
+	runs := map[string][]run{}
+	for _, c := range e.readCalls() {
+		switch c.phase {
+		case "start":
+			if open[c.key] == nil {
+				open[c.key] = map[int]time.Time{}
+			}
+			open[c.key][c.pid] = c.at
+		case "end":
+			runs[c.key] = append(runs[c.key], run{start: open[c.key][c.pid], end: c.at, pid: c.pid})
+			delete(open[c.key], c.pid)
+		}
+	}
+	for key, rs := range runs {
+		if len(rs) > 1 {
+			e.t.Errorf("key %s was computed %d times: %+v", key, len(rs), rs)
+		}
+	}
+	for key, pids := range open {
+		for pid := range pids {
+			killed, ok := killedAt[pid]
+			if !ok {
+				e.t.Errorf("key %s started by live worker %d never finished", key, pid)
+				continue
+			}
+			for _, r := range runs[key] {
+				if r.start.Before(killed.Add(lease / 2)) {
+					e.t.Errorf("key %s ran again at %v while the killed worker's lease (killed at %v) was still live", key, r.start, killed)
+				}
+			}
+		}
+	}
+}

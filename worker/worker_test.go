@@ -1,0 +1,423 @@
+package worker_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/jetjobs/jetjobs/config"
+	"github.com/jetjobs/jetjobs/internal/mysqltest"
+	"github.com/jetjobs/jetjobs/internal/natstest"
+	"github.com/jetjobs/jetjobs/jobsdb"
+	"github.com/jetjobs/jetjobs/queue"
+	"github.com/jetjobs/jetjobs/worker"
+)
+
+func TestMain(m *testing.M) { mysqltest.Main(m) }
+
+const waitTimeout = 60 * time.Second
+
+// bundle is a test's world: a pipeline of keys with pending jobs, published to a stream.
+type bundle struct {
+	t     *testing.T
+	db    *mysqltest.DB
+	nc    *nats.Conn
+	cfg   config.Config
+	jobs  *jobsdb.Jobs
+	queue *queue.Table
+	table string
+}
+
+// setup creates subject(n) → __result(subject_id, value) with n pending jobs, all published.
+func setup(t *testing.T, n int, jobs func(*config.Jobs)) *bundle {
+	t.Helper()
+	t.Parallel()
+	db := mysqltest.New(t)
+	db.Exec(t,
+		"CREATE TABLE subject (subject_id int NOT NULL PRIMARY KEY)",
+		"CREATE TABLE __result (subject_id int NOT NULL, value varchar(64) NOT NULL DEFAULT '', PRIMARY KEY (subject_id), FOREIGN KEY (subject_id) REFERENCES subject (subject_id))",
+		fmt.Sprintf("INSERT INTO subject SELECT seq FROM seq_1_to_%d", n),
+	)
+	ns := natstest.Embedded(t)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	cfg := config.Default()
+	cfg.MySQL.DSN = db.DSN
+	cfg.Jobs.LeaseDuration = config.Seconds(2 * time.Second)
+	cfg.Jobs.RetryBackoff = config.Seconds(10 * time.Millisecond)
+	cfg.NATS.AckWait = config.Seconds(2 * time.Second)
+	if jobs != nil {
+		jobs(&cfg.Jobs)
+	}
+	b := &bundle{t: t, db: db, nc: nc, cfg: cfg, table: db.Name + ".__result"}
+	target, err := jobsdb.Inspect(context.Background(), db.SQL, b.table, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.jobs = jobsdb.New(db.SQL, target, jobsdb.Options{LeaseDuration: cfg.Jobs.LeaseDuration.Duration()})
+	if _, err := b.jobs.Refresh(context.Background(), jobsdb.RefreshOptions{Priority: 5, Delay: -time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	b.queue, err = queue.Open(context.Background(), nc, db.Name, "__result", queue.Config{Prefix: "wt", AckWait: cfg.NATS.AckWait.Duration()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.publishDue()
+	return b
+}
+
+// publishDue publishes every due pending job, as the scheduler does.
+func (b *bundle) publishDue() {
+	b.t.Helper()
+	ctx := context.Background()
+	due, err := b.jobs.FetchPending(ctx, 100000, nil, nil)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	msgs := make([]queue.Message, len(due))
+	for i, j := range due {
+		key, err := b.jobs.Target().KeyJSON(j.Key)
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		msgs[i] = queue.Message{Priority: j.Priority, Key: key}
+	}
+	if _, err := b.queue.Publish(ctx, msgs); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+func (b *bundle) worker(h worker.Handler, opts func(*worker.Options)) *worker.Worker {
+	b.t.Helper()
+	o := worker.Options{DB: b.db.SQL, NATS: b.nc, Config: b.cfg, Tables: []string{b.table}, Handler: h, Once: true, Concurrency: 4}
+	if opts != nil {
+		opts(&o)
+	}
+	w, err := worker.New(o)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return w
+}
+
+func (b *bundle) run(w *worker.Worker) (worker.Summary, error) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	return w.Run(ctx)
+}
+
+func (b *bundle) count(query string) int {
+	b.t.Helper()
+	var n int
+	if err := b.db.SQL.QueryRow(query).Scan(&n); err != nil {
+		b.t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+func subjectID(job *worker.Job) int {
+	n, _ := strconv.Atoi(fmt.Sprint(job.Key["subject_id"]))
+	return n
+}
+
+func TestRowsCommitWithTheCompletion(t *testing.T) {
+	b := setup(t, 50, nil)
+	w := b.worker(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
+		return worker.Result{Rows: []jobsdb.Row{{"value": fmt.Sprintf("v%d", subjectID(job))}}}, nil
+	}, nil)
+	sum, err := b.run(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.SuccessCount != 50 || len(sum.ErrorList) != 0 {
+		t.Errorf("summary %+v, want 50 successes", sum)
+	}
+	if n := b.count("SELECT COUNT(*) FROM __result WHERE value = CONCAT('v', subject_id)"); n != 50 {
+		t.Errorf("%d target rows written with their key filled in, want 50", n)
+	}
+	if n := b.count("SELECT COUNT(*) FROM `~~result`"); n != 0 {
+		t.Errorf("%d jobs left, want none (keep_completed is off)", n)
+	}
+}
+
+func TestWriteCallbackRunsInTheCompletionTransaction(t *testing.T) {
+	b := setup(t, 10, func(j *config.Jobs) { j.KeepCompleted = true })
+	w := b.worker(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
+		id := subjectID(job)
+		return worker.Result{Write: func(ctx context.Context, tx *sql.Tx) error {
+			if id == 3 {
+				return errors.New("constraint says no")
+			}
+			_, err := tx.ExecContext(ctx, "INSERT INTO __result VALUES (?, 'tx')", id)
+			return err
+		}}, nil
+	}, func(o *worker.Options) { o.SuppressErrors = true })
+	sum, err := b.run(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.SuccessCount != 9 || len(sum.ErrorList) != 1 {
+		t.Fatalf("summary %+v, want 9 successes and 1 error", sum)
+	}
+	if n := b.count("SELECT COUNT(*) FROM __result WHERE subject_id = 3"); n != 0 {
+		t.Errorf("the failed Write left %d target rows", n)
+	}
+	if n := b.count("SELECT COUNT(*) FROM `~~result` WHERE status = 'success'"); n != 9 {
+		t.Errorf("%d success rows, want 9", n)
+	}
+	if n := b.count("SELECT COUNT(*) FROM `~~result` WHERE status = 'error' AND subject_id = 3 AND error_message LIKE '%constraint says no%'"); n != 1 {
+		t.Errorf("the failed Write is not recorded as the job's error")
+	}
+}
+
+func TestRetryableFailuresRetryThenFail(t *testing.T) {
+	b := setup(t, 2, func(j *config.Jobs) { j.MaxAttempts = 3 })
+	var calls [3]atomic.Int32
+	h := func(ctx context.Context, job *worker.Job) (worker.Result, error) {
+		id := subjectID(job)
+		if n := calls[id].Add(1); job.Attempt != int(n) {
+			return worker.Result{}, fmt.Errorf("attempt %d on call %d", job.Attempt, n)
+		}
+		if id == 1 && job.Attempt < 2 || id == 2 {
+			return worker.Result{}, worker.Retryable(errors.New("flaky"))
+		}
+		return worker.Result{}, nil
+	}
+	// Key 1 fails once then succeeds (2 calls); key 2 fails every attempt (3 calls): with
+	// --max-calls 5 counting finished calls, the worker stops after the last of them.
+	w := b.worker(h, func(o *worker.Options) { o.SuppressErrors, o.Once, o.MaxCalls = true, false, 5 })
+	// Retries become due later: keep publishing what is due, as the scheduler would.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+				b.publishDue()
+			}
+		}
+	}()
+	sum, err := b.run(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls[1].Load() != 2 || calls[2].Load() != 3 {
+		t.Errorf("calls: key 1 ran %d times (want 2), key 2 ran %d times (want 3 = max_attempts)", calls[1].Load(), calls[2].Load())
+	}
+	if sum.SuccessCount != 1 || len(sum.ErrorList) != 1 || !strings.Contains(sum.ErrorList[0].Error, "attempt 3 of 3") {
+		t.Errorf("summary %+v", sum)
+	}
+	if n := b.count("SELECT COUNT(*) FROM `~~result` WHERE status = 'error' AND attempts = 3"); n != 1 {
+		t.Errorf("the exhausted job is not an error row after 3 attempts")
+	}
+}
+
+func TestPanicIsRecordedWithItsStack(t *testing.T) {
+	b := setup(t, 1, nil)
+	w := b.worker(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
+		var m map[string]int
+		m["boom"]++ // panics
+		return worker.Result{}, nil
+	}, func(o *worker.Options) { o.SuppressErrors = true })
+	sum, err := b.run(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sum.ErrorList) != 1 || !strings.Contains(sum.ErrorList[0].Error, "panic: assignment to entry in nil map") {
+		t.Fatalf("summary %+v", sum)
+	}
+	jobs, err := b.jobs.List(context.Background(), jobsdb.Filter{Statuses: []jobsdb.Status{jobsdb.StatusError}})
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("error jobs: %v %v", jobs, err)
+	}
+	job, err := b.jobs.Get(context.Background(), jobs[0].Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(job.ErrorStack, "worker_test.go") {
+		t.Errorf("the stack does not point at the handler:\n%s", job.ErrorStack)
+	}
+}
+
+func TestFailureStopsTheWorkerWithoutSuppressErrors(t *testing.T) {
+	b := setup(t, 20, nil)
+	var ran atomic.Int32
+	w := b.worker(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
+		ran.Add(1)
+		if subjectID(job) == 1 {
+			return worker.Result{}, errors.New("bad input")
+		}
+		return worker.Result{}, nil
+	}, func(o *worker.Options) { o.Concurrency = 1 })
+	sum, err := b.run(w)
+	if !errors.Is(err, worker.ErrJobFailed) {
+		t.Fatalf("Run returned %v, want ErrJobFailed", err)
+	}
+	if len(sum.ErrorList) != 1 || ran.Load() == 20 {
+		t.Errorf("after the failure the worker went on: %d calls, summary %+v", ran.Load(), sum)
+	}
+	if n := b.count("SELECT COUNT(*) FROM `~~result` WHERE status = 'error' AND error_message = 'bad input'"); n != 1 {
+		t.Errorf("the failure was not recorded")
+	}
+}
+
+func TestMaxCallsCountsFinishedJobs(t *testing.T) {
+	b := setup(t, 30, nil)
+	w := b.worker(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
+		return worker.Result{}, nil
+	}, func(o *worker.Options) { o.MaxCalls, o.Concurrency = 7, 3 })
+	sum, err := b.run(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.SuccessCount != 7 {
+		t.Errorf("--max-calls 7 finished %d jobs", sum.SuccessCount)
+	}
+	if n := b.count("SELECT COUNT(*) FROM `~~result`"); n != 23 {
+		t.Errorf("%d jobs left, want 23 (none reserved and left behind)", n)
+	}
+}
+
+func TestLostLeaseCancelsTheJob(t *testing.T) {
+	b := setup(t, 1, nil)
+	started := make(chan struct{})
+	var cause atomic.Value
+	w := b.worker(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
+		close(started)
+		<-ctx.Done()
+		cause.Store(context.Cause(ctx))
+		return worker.Result{}, ctx.Err()
+	}, nil)
+	done := make(chan error, 1)
+	go func() { _, err := b.run(w); done <- err }()
+	<-started
+	// jobsctl delete (or an orphan recovery) takes the job away from its holder.
+	b.db.Exec(t, "UPDATE `~~result` SET lease_token = 'someoneelse00000000000000000000' WHERE status = 'reserved'")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := cause.Load().(error); !errors.Is(c, jobsdb.ErrLeaseLost) {
+		t.Errorf("the job's context was cancelled by %v, want the lost lease", c)
+	}
+	var status, token string
+	if err := b.db.SQL.QueryRow("SELECT status, lease_token FROM `~~result`").Scan(&status, &token); err != nil {
+		t.Fatal(err)
+	}
+	if status != "reserved" || token != "someoneelse00000000000000000000" {
+		t.Errorf("the fenced worker changed the new holder's job: %s %s", status, token)
+	}
+}
+
+func TestStopReleasesRunningJobsAfterGrace(t *testing.T) {
+	b := setup(t, 2, nil)
+	var started atomic.Int32
+	all := make(chan struct{})
+	w := b.worker(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
+		if started.Add(1) == 2 {
+			close(all)
+		}
+		<-ctx.Done()
+		return worker.Result{}, ctx.Err()
+	}, func(o *worker.Options) { o.Grace, o.Once = 100*time.Millisecond, false })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { _, err := w.Run(ctx); done <- err }()
+	<-all
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := b.count("SELECT COUNT(*) FROM `~~result` WHERE status = 'pending' AND lease_token = '' AND dispatched_time IS NULL"); n != 2 {
+		t.Errorf("%d released jobs, want both pending again, not errors", n)
+	}
+}
+
+func TestExecHandlerProtocol(t *testing.T) {
+	b := setup(t, 3, func(j *config.Jobs) { j.MaxAttempts = 1 })
+	dir := t.TempDir()
+	script := filepath.Join(dir, "h.sh")
+	os.WriteFile(script, []byte(`#!/bin/sh
+read key
+case "$JETJOBS_KEY_SUBJECT_ID" in
+1) echo "{"value": "$JETJOBS_TABLE#$JETJOBS_ATTEMPT#$key"}" ;;
+2) echo "first line" >&2; echo "ValueError: no" >&2; exit 3 ;;
+3) exit 75 ;;
+esac
+`), 0o755)
+	w := b.worker(worker.Exec(worker.ExecOptions{Command: script}), func(o *worker.Options) { o.SuppressErrors = true })
+	sum, err := b.run(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var value string
+	if err := b.db.SQL.QueryRow("SELECT value FROM __result WHERE subject_id = 1").Scan(&value); err != nil {
+		t.Fatalf("the stdout row was not inserted: %v", err)
+	}
+	if want := b.table + `#1#{"subject_id":1}`; value != want {
+		t.Errorf("handler saw %q, want %q", value, want)
+	}
+	if len(sum.ErrorList) != 2 {
+		t.Fatalf("summary %+v", sum)
+	}
+	var msg string
+	b.db.SQL.QueryRow("SELECT error_message FROM `~~result` WHERE subject_id = 2").Scan(&msg)
+	if msg != "first line\nValueError: no" {
+		t.Errorf("error message %q, want the stderr tail", msg)
+	}
+	b.db.SQL.QueryRow("SELECT error_message FROM `~~result` WHERE subject_id = 3").Scan(&msg)
+	if !strings.Contains(msg, "attempt 1 of 1") {
+		t.Errorf("exit 75 with no attempt left: %q", msg)
+	}
+}
+
+func TestExecTimeoutKillsTheProcessGroup(t *testing.T) {
+	b := setup(t, 1, nil)
+	pidFile := filepath.Join(t.TempDir(), "child.pid")
+	cmd := "sleep 600 & echo $! > " + pidFile + "; wait"
+	w := b.worker(worker.Exec(worker.ExecOptions{Command: cmd, Timeout: 500 * time.Millisecond}), func(o *worker.Options) { o.SuppressErrors = true })
+	sum, err := b.run(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sum.ErrorList) != 1 || !strings.Contains(sum.ErrorList[0].Error, "timed out") {
+		t.Fatalf("summary %+v", sum)
+	}
+	data, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	deadline := time.Now().Add(waitTimeout)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the handler's child %d survived the timeout", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// alive reports whether pid runs (a zombie waiting for a reaper does not run).
+func alive(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
+}
