@@ -59,6 +59,7 @@ func setup(t *testing.T, n int, jobs func(*config.Jobs)) *bundle {
 	cfg.Jobs.LeaseDuration = config.Seconds(2 * time.Second)
 	cfg.Jobs.RetryBackoff = config.Seconds(10 * time.Millisecond)
 	cfg.NATS.AckWait = config.Seconds(2 * time.Second)
+	cfg.NATS.SubjectPrefix = "wt"
 	if jobs != nil {
 		jobs(&cfg.Jobs)
 	}
@@ -71,7 +72,7 @@ func setup(t *testing.T, n int, jobs func(*config.Jobs)) *bundle {
 	if _, err := b.jobs.Refresh(context.Background(), jobsdb.RefreshOptions{Priority: 5, Delay: -time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	b.queue, err = queue.Open(context.Background(), nc, db.Name, "__result", queue.Config{Prefix: "wt", AckWait: cfg.NATS.AckWait.Duration()})
+	b.queue, err = queue.Open(context.Background(), nc, db.Name, "__result", queue.Config{Prefix: cfg.NATS.SubjectPrefix, AckWait: cfg.NATS.AckWait.Duration()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +356,7 @@ func TestExecHandlerProtocol(t *testing.T) {
 	os.WriteFile(script, []byte(`#!/bin/sh
 read key
 case "$JETJOBS_KEY_SUBJECT_ID" in
-1) echo "{"value": "$JETJOBS_TABLE#$JETJOBS_ATTEMPT#$key"}" ;;
+1) printf '{"value": "%s#%s#%s"}' "$JETJOBS_TABLE" "$JETJOBS_ATTEMPT" "$(printf %s "$key" | tr -d '{}"')" ;;
 2) echo "first line" >&2; echo "ValueError: no" >&2; exit 3 ;;
 3) exit 75 ;;
 esac
@@ -367,9 +368,9 @@ esac
 	}
 	var value string
 	if err := b.db.SQL.QueryRow("SELECT value FROM __result WHERE subject_id = 1").Scan(&value); err != nil {
-		t.Fatalf("the stdout row was not inserted: %v", err)
+		t.Fatalf("the stdout row was not inserted: %v (summary %+v)", err, sum)
 	}
-	if want := b.table + `#1#{"subject_id":1}`; value != want {
+	if want := b.table + "#1#subject_id:1"; value != want {
 		t.Errorf("handler saw %q, want %q", value, want)
 	}
 	if len(sum.ErrorList) != 2 {

@@ -1,0 +1,110 @@
+package ctl
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/jetjobs/jetjobs/config"
+	"github.com/jetjobs/jetjobs/queue"
+)
+
+var streamColumns = []column{
+	{"table", "TABLE", "the target table"},
+	{"priority", "PRIORITY", "the priority of the subject <prefix>.<schema>.<table>.p<priority>"},
+	{"waiting", "WAITING", "messages not yet delivered to a worker"},
+	{"ack_pending", "ACK_PENDING", "messages delivered and not yet acknowledged"},
+	{"redelivered", "REDELIVERED", "messages delivered more than once and not yet acknowledged"},
+	{"consumer", "CONSUMER", "the durable pull consumer of that priority"},
+}
+
+func streamCommand() *command {
+	return &command{
+		name: "stream", args: "[TABLE...]", maxArgs: -1, argKind: argTables,
+		summary: "show the JetStream side: messages waiting per priority, pending acks, redeliveries",
+		help: "Shows, for each table (every configured table without arguments), the JetStream state of each priority: " +
+			"messages waiting for a worker, messages delivered and not acknowledged, and those delivered more than once. " +
+			"MySQL stays the truth: a job is pending there whether or not its message waits here. " +
+			"Connects to NATS as the other programs do (--nats, JETJOBS_NATS_URL, the config's nats section). " +
+			"The table must exist in MySQL, so that a mistyped name does not create a stream.",
+		example: []string{"jobsctl stream", "jobsctl stream lab.__analysis -o json"},
+		fields: []outputDoc{{"-o json: an object keyed by table, each an array of priorities with the fields below but table; " +
+			"-o csv and text: one row per table and priority:", streamColumns}},
+		setup: func(fs *pflag.FlagSet) runFunc {
+			return func(ctx context.Context, s *session, args []string) error {
+				names, err := s.tables(args)
+				if err != nil {
+					return err
+				}
+				all, err := s.openAll(ctx, names)
+				if err != nil {
+					return err
+				}
+				cfg, _ := s.config()
+				cctx, cancel := s.connectContext(ctx)
+				nc, err := queue.Connect(cctx, queue.ConnectOptions{
+					URL:         cfg.NATS.URL,
+					Credentials: cfg.NATS.Credentials,
+					TLSCA:       cfg.NATS.TLSCA,
+					TLSCert:     cfg.NATS.TLSCert,
+					TLSKey:      cfg.NATS.TLSKey,
+					Name:        "jetjobs-jobsctl",
+				})
+				cancel()
+				if err != nil {
+					return fmt.Errorf("connect to NATS at %s: %w (set the URL with --nats, %s or nats.url in the config file)", redactURLs(cfg.NATS.URL), err, config.EnvNATSURL)
+				}
+				defer nc.Close()
+				qcfg := queue.Config{Prefix: cfg.NATS.SubjectPrefix, Replicas: cfg.NATS.Replicas, AckWait: cfg.NATS.AckWait.Duration()}
+				r := &records{cols: streamColumns}
+				perTable := make(object, 0, len(all))
+				for _, j := range all {
+					t := j.Target()
+					octx, cancel := s.opContext(ctx)
+					states, err := func() ([]queue.PriorityState, error) {
+						defer cancel()
+						qt, err := queue.Open(octx, nc, t.Schema, t.Name, qcfg)
+						if err != nil {
+							return nil, err
+						}
+						return qt.State(octx)
+					}()
+					if err != nil {
+						return fmt.Errorf("stream state of %s: %w", t.FullName(), err)
+					}
+					first := len(r.rows)
+					for _, st := range states {
+						r.add(t.FullName(), st.Priority, st.Waiting, st.AckPending, st.Redelivered, st.Consumer)
+					}
+					list := make([]object, 0, len(states))
+					for i := first; i < len(r.rows); i++ {
+						list = append(list, r.object(i)[1:])
+					}
+					perTable = append(perTable, member{t.FullName(), list})
+				}
+				return s.render(r, func() any { return perTable })
+			}
+		},
+	}
+}
+
+// redactURLs hides passwords and tokens in a comma-separated list of NATS URLs.
+func redactURLs(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil || u.User == nil {
+			continue
+		}
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		} else {
+			u.User = url.User("xxxxx")
+		}
+		parts[i] = u.String()
+	}
+	return strings.Join(parts, ",")
+}

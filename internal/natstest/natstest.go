@@ -1,0 +1,149 @@
+// Package natstest gives tests real NATS servers with JetStream: an embedded nats-server (the
+// current version, in process) and the external server of the machine (nats-server 2.9.10 on
+// Debian), so that behaviour is checked against the oldest and the newest server jetjobs
+// supports.
+//
+// The external server is JETJOBS_TEST_NATS_URL, default nats://127.0.0.1:4222. When none
+// answers there, tests that ask for it fail with a message saying how to provide one; they
+// never skip.
+//
+// Tests on a shared server must not collide: give every test its own names (Name) and delete
+// what it created (queue.Table.Delete) in t.Cleanup, so tests run in parallel and leftovers of
+// a crashed run do not matter.
+package natstest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/jetjobs/jetjobs/queue"
+)
+
+// EnvURL names the external server to test against.
+const EnvURL = "JETJOBS_TEST_NATS_URL"
+
+// DefaultURL is used when EnvURL is unset.
+const DefaultURL = "nats://127.0.0.1:4222"
+
+const probeTimeout = 3 * time.Second
+
+// Embedded starts an embedded server on a free loopback port with t.TempDir() as its store,
+// and shuts it down when the test ends.
+func Embedded(t testing.TB) *queue.Embedded {
+	t.Helper()
+	e, err := queue.StartEmbedded(queue.EmbeddedOptions{Listen: "127.0.0.1:0", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("natstest: start embedded NATS: %v", err)
+	}
+	t.Cleanup(e.Shutdown)
+	return e
+}
+
+var (
+	externalOnce sync.Once
+	externalURL  string
+	externalErr  string
+)
+
+// External returns the URL of the external server, failing the test when none answers there
+// or it has no JetStream.
+func External(t testing.TB) string {
+	t.Helper()
+	externalOnce.Do(func() { externalURL, externalErr = probeExternal() })
+	if externalErr != "" {
+		t.Fatal(externalErr)
+	}
+	return externalURL
+}
+
+func probeExternal() (string, string) {
+	url := os.Getenv(EnvURL)
+	if url == "" {
+		url = DefaultURL
+	}
+	nc, err := nats.Connect(url, nats.Timeout(probeTimeout), nats.Name("jetjobs-natstest-probe"))
+	if err != nil {
+		return "", "natstest: no NATS server answers at " + url + " (" + err.Error() + "). These tests need one " +
+			"with JetStream: run `nats-server -js` (Debian: apt-get install nats-server; it listens on " + DefaultURL +
+			"), or set " + EnvURL + " to a server's URL."
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	msg, err := nc.RequestWithContext(ctx, "$JS.API.INFO", nil)
+	if err != nil || len(msg.Data) == 0 {
+		return "", "natstest: the NATS server at " + url + " (version " + nc.ConnectedServerVersion() +
+			") does not answer JetStream requests; restart it with JetStream enabled (nats-server -js)."
+	}
+	return url, ""
+}
+
+// Server is one server to run a test against.
+type Server struct {
+	Name string // "embedded" or "external-<version>", for t.Run
+	URL  string
+}
+
+// Servers returns the embedded server (started for this test) and the external one, so tests
+// run against both with t.Run(s.Name, …). It fails the test when the external server is
+// missing.
+func Servers(t testing.TB) []Server {
+	t.Helper()
+	ext := External(t)
+	nc := Conn(t, ext)
+	version := nc.ConnectedServerVersion()
+	nc.Close()
+	return []Server{
+		{Name: "embedded", URL: Embedded(t).ClientURL()},
+		{Name: "external-" + version, URL: ext},
+	}
+}
+
+// Conn connects to url and closes the connection when the test ends.
+func Conn(t testing.TB, url string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.Timeout(probeTimeout), nats.Name("jetjobs-test"))
+	if err != nil {
+		t.Fatalf("natstest: connect to %s: %v", url, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// Name returns base with a random suffix, unique across tests and runs: use it for the
+// prefix, schema or table of a test's stream.
+func Name(base string) string {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	return base + "_" + hex.EncodeToString(b[:])
+}
+
+// OpenTable opens a queue table with a unique prefix, schema and table on nc (cfg.Prefix is
+// replaced), and deletes its stream when the test ends.
+func OpenTable(t testing.TB, nc *nats.Conn, cfg queue.Config) *queue.Table {
+	t.Helper()
+	cfg.Prefix = Name("jjtest")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tbl, err := queue.Open(ctx, nc, Name("schema"), Name("__table"), cfg)
+	if err != nil {
+		t.Fatalf("natstest: open queue table: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := tbl.Delete(ctx); err != nil {
+			t.Errorf("natstest: delete stream %s: %v", tbl.StreamName(), err)
+		}
+	})
+	return tbl
+}

@@ -1,0 +1,323 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/jetjobs/jetjobs/internal/cli"
+	"github.com/jetjobs/jetjobs/internal/leadership"
+	"github.com/jetjobs/jetjobs/jobsdb"
+	"github.com/jetjobs/jetjobs/queue"
+)
+
+// table is the scheduling of one target table: its elector and, while it leads, its loop.
+type table struct {
+	s       *Scheduler
+	name    string
+	log     *slog.Logger
+	elector *leadership.Elector
+}
+
+// run inspects the table, then campaigns for it and leads it whenever elected, until ctx
+// ends. It returns an error only when the table cannot be scheduled at all.
+func (t *table) run(ctx context.Context) error {
+	jobs, err := t.open(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		t.log.Error("cannot schedule table", "err", err)
+		return err
+	}
+	return t.elector.Run(ctx, func(ctx context.Context) { t.lead(ctx, jobs) })
+}
+
+// open inspects the target, retrying while MySQL is unreachable.
+func (t *table) open(ctx context.Context) (*jobsdb.Jobs, error) {
+	o := &t.s.opts
+	return backoff.Retry(ctx, func() (*jobsdb.Jobs, error) {
+		jobs, err := cli.OpenJobs(ctx, o.DB, o.Config, t.name, o.Identity)
+		if err != nil && permanent(err) {
+			var usage *cli.UsageError
+			if !errors.As(err, &usage) {
+				err = &cli.UsageError{Err: fmt.Errorf("table %s: %w", t.name, err)}
+			}
+			return nil, backoff.Permanent(err)
+		}
+		return jobs, err
+	}, t.retryOptions("inspect the target table")...)
+}
+
+// permanent reports errors that retrying cannot fix: the table's definition or the
+// configuration is wrong.
+func permanent(err error) bool {
+	var usage *cli.UsageError
+	if errors.As(err, &usage) || errors.Is(err, jobsdb.ErrUnknownTable) ||
+		errors.Is(err, jobsdb.ErrNoKeyColumns) || errors.Is(err, jobsdb.ErrBadKey) {
+		return true
+	}
+	var my *mysql.MySQLError
+	if errors.As(err, &my) {
+		switch my.Number {
+		case 1044, 1045, 1049, // access denied, unknown database
+			1054, 1064, 1142, 1146: // unknown column, syntax error (key source), command denied, no such table
+			return true
+		}
+	}
+	return false
+}
+
+func (t *table) newBackoff() *backoff.ExponentialBackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = t.s.opts.PollInterval
+	b.MaxInterval = max(t.s.opts.ErrorBackoffMax, t.s.opts.PollInterval)
+	b.Reset()
+	return b
+}
+
+func (t *table) retryOptions(what string) []backoff.RetryOption {
+	return []backoff.RetryOption{
+		backoff.WithBackOff(t.newBackoff()),
+		backoff.WithMaxElapsedTime(0),
+		backoff.WithNotify(func(err error, next time.Duration) {
+			t.log.Error("cannot "+what+"; retrying", "err", err, "retry_in", next.Round(time.Millisecond))
+		}),
+	}
+}
+
+// lead runs the leader loop until ctx ends (the lock was lost or the scheduler stops).
+func (t *table) lead(ctx context.Context, jobs *jobsdb.Jobs) {
+	o := &t.s.opts
+	target := jobs.Target()
+	t.log.Info("leading table: refreshing and dispatching")
+	defer t.log.Info("stopped leading table")
+	if _, err := backoff.Retry(ctx, func() (struct{}, error) {
+		return struct{}{}, jobs.Declare(ctx)
+	}, t.retryOptions("declare the jobs table")...); err != nil {
+		return
+	}
+	qcfg := queue.Config{
+		Prefix:   o.Config.NATS.SubjectPrefix,
+		Replicas: o.Config.NATS.Replicas,
+		AckWait:  o.Config.NATS.AckWait.Duration(),
+	}
+	stream, err := backoff.Retry(ctx, func() (*queue.Table, error) {
+		return queue.Open(ctx, o.NATS, target.Schema, target.Name, qcfg)
+	}, t.retryOptions("open the table's stream")...)
+	if err != nil {
+		return
+	}
+	l := &leaderLoop{
+		t:               t,
+		jobs:            jobs,
+		target:          target,
+		stream:          stream,
+		refreshBackoff:  t.newBackoff(),
+		recoverBackoff:  t.newBackoff(),
+		dispatchBackoff: t.newBackoff(),
+	}
+	l.loop(ctx)
+}
+
+// leaderLoop is one term of leadership of a table.
+type leaderLoop struct {
+	t      *table
+	jobs   *jobsdb.Jobs
+	target *jobsdb.Target
+	stream *queue.Table
+
+	nextRefresh, nextRecover                        time.Time // zero: at once
+	refreshBackoff, recoverBackoff, dispatchBackoff *backoff.ExponentialBackOff
+}
+
+func (l *leaderLoop) loop(ctx context.Context) {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		wake := l.pass(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		timer.Reset(time.Until(wake))
+	}
+}
+
+// pass does what is due: refresh, recovery, dispatch; it returns when to pass again.
+func (l *leaderLoop) pass(ctx context.Context) time.Time {
+	o := &l.t.s.opts
+	log := l.t.log
+	autoRefresh := o.Config.Jobs.AutoRefresh
+
+	if now := time.Now(); autoRefresh && !now.Before(l.nextRefresh) {
+		res, err := l.jobs.Refresh(ctx, jobsdb.RefreshOptions{
+			Priority:      o.Config.Jobs.DefaultPriority,
+			StaleTimeout:  o.Config.Jobs.StaleTimeout.Duration(),
+			OrphanTimeout: o.Config.Jobs.OrphanTimeout.Duration(),
+		})
+		switch {
+		case ctx.Err() != nil:
+			return time.Now()
+		case err != nil:
+			next := l.refreshBackoff.NextBackOff()
+			log.Error("refresh failed; retrying", "err", err, "retry_in", next.Round(time.Millisecond))
+			l.nextRefresh = time.Now().Add(next)
+		default:
+			l.refreshBackoff.Reset()
+			level := slog.LevelDebug
+			if res.Added+res.Removed+res.Orphaned+res.RePended > 0 {
+				level = slog.LevelInfo
+			}
+			log.Log(ctx, level, "refreshed", "added", res.Added, "removed", res.Removed,
+				"orphaned", res.Orphaned, "re_pended", res.RePended, "took", time.Since(now).Round(time.Millisecond))
+			l.nextRefresh = now.Add(o.Config.Jobs.RefreshInterval.Duration())
+		}
+	}
+
+	if now := time.Now(); !now.Before(l.nextRecover) {
+		n, err := l.jobs.RecoverExpired(ctx, o.Config.Jobs.OrphanTimeout.Duration())
+		switch {
+		case ctx.Err() != nil:
+			return time.Now()
+		case errors.Is(err, jobsdb.ErrNoJobsTable):
+			// Dropped behind our back (jobsctl drop): nothing to recover.
+			l.nextRecover = now.Add(o.RecoverInterval)
+		case err != nil:
+			next := l.recoverBackoff.NextBackOff()
+			log.Error("recovering expired leases failed; retrying", "err", err, "retry_in", next.Round(time.Millisecond))
+			l.nextRecover = time.Now().Add(next)
+		default:
+			l.recoverBackoff.Reset()
+			if n > 0 {
+				log.Info("recovered jobs whose lease expired", "jobs", n)
+			}
+			l.nextRecover = now.Add(o.RecoverInterval)
+		}
+	}
+
+	wake, err := l.dispatch(ctx)
+	if ctx.Err() != nil {
+		return time.Now()
+	}
+	if errors.Is(err, jobsdb.ErrNoJobsTable) {
+		// Dropped behind our back (jobsctl drop): nothing to dispatch until a refresh
+		// declares it again.
+		log.Debug("the jobs table does not exist; nothing to dispatch")
+		err, wake = nil, time.Now().Add(o.PollInterval)
+	}
+	if err != nil {
+		next := l.dispatchBackoff.NextBackOff()
+		log.Error("dispatch failed; retrying", "err", err, "retry_in", next.Round(time.Millisecond))
+		wake = time.Now().Add(next)
+	} else {
+		l.dispatchBackoff.Reset()
+	}
+	if autoRefresh && l.nextRefresh.Before(wake) {
+		wake = l.nextRefresh
+	}
+	if l.nextRecover.Before(wake) {
+		wake = l.nextRecover
+	}
+	return wake
+}
+
+// dispatch publishes the jobs that need a message, then returns when the next delayed job
+// becomes due (capped by PollInterval).
+func (l *leaderLoop) dispatch(ctx context.Context) (time.Time, error) {
+	o := &l.t.s.opts
+	ev := DispatchEvent{Table: l.t.name}
+	defer func() {
+		if ev.Published > 0 {
+			if err := l.stream.Wake(); err != nil {
+				l.t.log.Warn("waking workers failed; they find the jobs at their next poll", "err", err)
+			}
+		}
+		if ev.Published+ev.AlreadyQueued > 0 {
+			l.t.log.Debug("dispatched", "published", ev.Published, "already_queued", ev.AlreadyQueued)
+			if o.OnDispatch != nil {
+				o.OnDispatch(ev)
+			}
+		}
+	}()
+
+	for range MaxBatchesPerPass {
+		due, err := l.jobs.DueForDispatch(ctx, o.BatchSize, o.RedispatchAfter)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("find due jobs: %w", err)
+		}
+		if len(due) == 0 {
+			break
+		}
+		msgs := make([]queue.Message, 0, len(due))
+		keys := make([]jobsdb.Key, 0, len(due))
+		for _, job := range due {
+			data, err := l.target.KeyJSON(job.Key)
+			if err != nil {
+				l.t.log.Error("cannot encode a job's key; skipping it", "key", fmt.Sprint(job.Key), "err", err)
+				continue
+			}
+			msgs = append(msgs, queue.Message{Priority: job.Priority, Key: data})
+			keys = append(keys, job.Key)
+		}
+		pctx, cancel := context.WithTimeout(ctx, o.PublishTimeout)
+		published, err := l.stream.Publish(pctx, msgs)
+		cancel()
+		if len(published) != len(msgs) {
+			return time.Time{}, fmt.Errorf("publish %d jobs: queue reported %d results (%v)", len(msgs), len(published), err)
+		}
+		if err != nil {
+			// published[i] still tells which messages were stored; the others (refused as
+			// already queued, or failed: Publish cannot say which) stay unmarked and are
+			// published again on the next pass.
+			var stored []jobsdb.Key
+			for i, p := range published {
+				if p {
+					stored = append(stored, keys[i])
+				}
+			}
+			if len(stored) > 0 {
+				if merr := l.jobs.MarkDispatched(ctx, stored); merr == nil {
+					ev.Published += len(stored)
+				}
+			}
+			return time.Time{}, fmt.Errorf("publish %d jobs (%d stored): %w", len(msgs), len(stored), err)
+		}
+		// Every message is now in the stream: new, or still there from an earlier publish.
+		if err := l.jobs.MarkDispatched(ctx, keys); err != nil {
+			return time.Time{}, fmt.Errorf("mark %d jobs dispatched: %w", len(keys), err)
+		}
+		for _, p := range published {
+			if p {
+				ev.Published++
+			} else {
+				ev.AlreadyQueued++
+			}
+		}
+		if len(due) < o.BatchSize {
+			break
+		}
+	}
+
+	now := time.Now()
+	wake := now.Add(o.PollInterval)
+	next, ok, err := l.jobs.NextDue(ctx)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("find the next due job: %w", err)
+	}
+	// A next due time in the past by this host's clock means the clocks of MySQL and this
+	// host disagree: keep to the poll interval rather than spin.
+	if ok && next.After(now) && next.Before(wake) {
+		wake = next
+	}
+	return wake, nil
+}

@@ -1,0 +1,211 @@
+package jobsdb
+
+import (
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+)
+
+// Defaults of Options.
+const (
+	// LeaseDurationDefault is how long a reservation lives without a heartbeat. Shorter
+	// recovers a crashed worker's jobs sooner, at the cost of more heartbeat writes.
+	LeaseDurationDefault = 60 * time.Second
+	// PriorityDefault is DataJoint's jobs.default_priority.
+	PriorityDefault = 5
+)
+
+// maxKeysPerStatement bounds the keys one statement addresses; larger batches are split.
+// 1,000 is where batching stops paying (DESIGN.md, Performance) and keeps statements far below
+// max_allowed_packet and the 65,535 placeholders of a prepared statement.
+const maxKeysPerStatement = 1000
+
+// Identity is written into a job at reservation (DataJoint's user, host, pid, version);
+// connection_id is taken from the reserving connection.
+type Identity struct {
+	User    string // "" writes the connection's USER() (user@host), as DataJoint does
+	Host    string // "" is filled by New with os.Hostname()
+	PID     int    // 0 is filled by New with os.Getpid()
+	Version string // at most 64 characters are kept (DataJoint's version[:64])
+}
+
+// Options configure a Jobs handle.
+type Options struct {
+	// KeepCompleted marks a completed job 'success' instead of deleting it, and lets Refresh
+	// re-pend success rows whose target row was deleted. Default false, as DataJoint.
+	KeepCompleted bool
+	// LeaseDuration is the lease length set at reservation and renewed by Heartbeat.
+	// Default LeaseDurationDefault.
+	LeaseDuration time.Duration
+	// Identity is written into reserved jobs.
+	Identity Identity
+	// DefaultPriority is the priority of the rows Ignore inserts (DataJoint's
+	// jobs.default_priority). The zero value means PriorityDefault: an ignored job is never
+	// run, so its priority is only shown.
+	DefaultPriority int
+}
+
+// Jobs is the jobs table of one target. It is safe for concurrent use; every method is a
+// statement or a short transaction on the pool, and holds nothing between calls.
+type Jobs struct {
+	db   *sql.DB
+	t    *Target
+	opts Options
+
+	table    string // `schema`.`~~name`
+	target   string // `schema`.`name`
+	declared atomic.Bool
+}
+
+// New returns the handle for t's jobs table; it does not touch the database.
+func New(db *sql.DB, t *Target, opts Options) *Jobs {
+	if opts.LeaseDuration <= 0 {
+		opts.LeaseDuration = LeaseDurationDefault
+	}
+	if opts.DefaultPriority == 0 {
+		opts.DefaultPriority = PriorityDefault
+	}
+	if opts.Identity.Host == "" {
+		opts.Identity.Host, _ = os.Hostname()
+	}
+	if opts.Identity.PID == 0 {
+		opts.Identity.PID = os.Getpid()
+	}
+	opts.Identity.User = clipRunes(opts.Identity.User, 255)
+	opts.Identity.Host = clipRunes(opts.Identity.Host, 255)
+	opts.Identity.Version = clipRunes(opts.Identity.Version, 64)
+	return &Jobs{
+		db:     db,
+		t:      t,
+		opts:   opts,
+		table:  qualified(t.Schema, t.JobsName),
+		target: qualified(t.Schema, t.Name),
+	}
+}
+
+// Target returns the target the handle was made for.
+func (j *Jobs) Target() *Target { return j.t }
+
+// Options returns the options in effect, defaults filled in.
+func (j *Jobs) Options() Options { return j.opts }
+
+func clipRunes(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n])
+}
+
+// newToken returns a fresh lease token: 32 random hex digits.
+func newToken() string {
+	var b [16]byte
+	rand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
+}
+
+// validToken reports whether s looks like a token newToken made; an empty token must never
+// address a row, since DataJoint's own reservations have an empty lease_token.
+func validToken(s string) bool {
+	if len(s) != 32 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// chunks splits n items into [lo, hi) ranges of at most size.
+func chunks(n, size int) [][2]int {
+	var out [][2]int
+	for lo := 0; lo < n; lo += size {
+		out = append(out, [2]int{lo, min(lo+size, n)})
+	}
+	return out
+}
+
+// keyTuple is "(alias.`a`, alias.`b`)", or "alias.`a`" for a one-column key.
+func (j *Jobs) keyTuple(alias string) string {
+	if len(j.t.KeyColumns) == 1 {
+		return j.t.keyList(alias)
+	}
+	return "(" + j.t.keyList(alias) + ")"
+}
+
+// placeholders is "(?, ?)" for n values, or "?" for one.
+func placeholders(n int) string {
+	if n == 1 {
+		return "?"
+	}
+	return inList(n)
+}
+
+// inKeys is the condition "(`a`, `b`) IN ((?, ?), …)" over keys, with its arguments appended
+// to args. Row-constructor IN lists are range scans of the primary key.
+func (j *Jobs) inKeys(alias string, keys []Key, args []any) (string, []any) {
+	var b strings.Builder
+	b.WriteString(j.keyTuple(alias))
+	b.WriteString(" IN (")
+	tuple := placeholders(len(j.t.KeyColumns))
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(tuple)
+		args = append(args, k...)
+	}
+	b.WriteString(")")
+	return b.String(), args
+}
+
+// inKeysTokens addresses rows by primary key and lease token: "(`a`, `lease_token`) IN
+// ((?, ?), …)", or the cheaper "`a` IN (…) AND `lease_token` = ?" when every token is the same
+// (one reservation statement). Never by token alone: lease_token has no index.
+func (j *Jobs) inKeysTokens(alias string, keys []Key, tokens []string, args []any) (string, []any) {
+	prefix := ""
+	if alias != "" {
+		prefix = quoteIdent(alias) + "."
+	}
+	same := true
+	for _, tok := range tokens {
+		same = same && tok == tokens[0]
+	}
+	if same {
+		cond, args := j.inKeys(alias, keys, args)
+		return cond + " AND " + prefix + "`lease_token` = ?", append(args, tokens[0])
+	}
+	var b strings.Builder
+	b.WriteString("(" + j.t.keyList(alias) + ", " + prefix + "`lease_token`) IN (")
+	tuple := placeholders(len(j.t.KeyColumns) + 1)
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(tuple)
+		args = append(args, k...)
+		args = append(args, tokens[i])
+	}
+	b.WriteString(")")
+	return b.String(), args
+}
+
+// keyEquals is "alias.`a` = ? AND alias.`b` = ?", or the correlation "alias.`a` = other.`a`
+// AND …" of a subquery when other is given.
+func (j *Jobs) keyEquals(alias, other string) string {
+	parts := make([]string, len(j.t.KeyColumns))
+	for i, c := range j.t.KeyColumns {
+		left := quoteIdent(c.Name)
+		if alias != "" {
+			left = quoteIdent(alias) + "." + left
+		}
+		if other == "" {
+			parts[i] = left + " = ?"
+		} else {
+			parts[i] = left + " = " + quoteIdent(other) + "." + quoteIdent(c.Name)
+		}
+	}
+	return strings.Join(parts, " AND ")
+}

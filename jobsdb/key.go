@@ -1,0 +1,307 @@
+package jobsdb
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Key holds a job's key values in the order of Target.KeyColumns, as SQL-ready values.
+//
+// The values of a key made by ParseKey, KeyFromStrings, KeyFromMap or read from the database
+// are canonical: int64 (signed integers, year), uint64 (unsigned integers, bit), float64
+// (float, double), string (decimal with its full scale, char/varchar, enum, set, date
+// "YYYY-MM-DD", datetime/timestamp "YYYY-MM-DD hh:mm:ss[.fff]" with the column's precision,
+// time, MariaDB uuid) or []byte (binary, varbinary, and binary(16) whose JSON form is a UUID).
+// Every operation also accepts hand-built keys of other Go types (int, time.Time, a UUID
+// string for binary(16)…) and normalizes them the same way.
+type Key []any
+
+// keyCodecs returns the codecs of the key columns: those Inspect built, or new ones for a
+// hand-built Target.
+func (t *Target) keyCodecs() ([]*codec, error) {
+	if len(t.codecs) == len(t.KeyColumns) && len(t.codecs) > 0 {
+		return t.codecs, nil
+	}
+	if len(t.KeyColumns) == 0 {
+		return nil, &KeyError{Table: t.FullName(), Problem: "the target has no key columns"}
+	}
+	codecs := make([]*codec, len(t.KeyColumns))
+	for i, col := range t.KeyColumns {
+		c, err := newCodec(col)
+		if err != nil {
+			return nil, &KeyError{Table: t.FullName(), Column: col.Name, Problem: err.Error()}
+		}
+		codecs[i] = c
+	}
+	return codecs, nil
+}
+
+func (t *Target) keyIndex(name string) int {
+	for i, c := range t.KeyColumns {
+		if c.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+func (t *Target) keyNames() string {
+	names := make([]string, len(t.KeyColumns))
+	for i, c := range t.KeyColumns {
+		names[i] = c.Name
+	}
+	return strings.Join(names, ", ")
+}
+
+// ParseKey decodes a JSON object of key columns, strictly: missing, extra or mistyped columns
+// are ErrBadKey. Numbers are read exactly (no float rounding of 64-bit integers); duplicate
+// names, null values, nested values and anything after the object are refused.
+func (t *Target) ParseKey(data []byte) (Key, error) {
+	codecs, err := t.keyCodecs()
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil || tok != json.Delim('{') {
+		return nil, t.badKey("", "want a JSON object of the key columns (%s)", t.keyNames())
+	}
+	key := make(Key, len(codecs))
+	seen := make([]bool, len(codecs))
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, t.badKey("", "malformed JSON: %v", err)
+		}
+		name, _ := tok.(string)
+		i := t.keyIndex(name)
+		if i < 0 {
+			return nil, t.badKey(name, "not a key column (the key is %s)", t.keyNames())
+		}
+		if seen[i] {
+			return nil, t.badKey(name, "given twice")
+		}
+		seen[i] = true
+		tok, err = dec.Token()
+		if err != nil {
+			return nil, t.badKey(name, "malformed JSON: %v", err)
+		}
+		if key[i], err = codecs[i].fromJSON(tok); err != nil {
+			return nil, t.badKey(name, "%v", err)
+		}
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return nil, t.badKey("", "malformed JSON object")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, t.badKey("", "unexpected data after the JSON object")
+	}
+	for i, ok := range seen {
+		if !ok {
+			return nil, t.badKey(t.KeyColumns[i].Name, "missing")
+		}
+	}
+	return key, nil
+}
+
+// KeyFromStrings builds a key from column=value text, as given on a command line. Values are
+// read per column type: decimal numbers, dates "YYYY-MM-DD", base64 (or a UUID for
+// binary(16)) for binary columns, text as is for strings.
+func (t *Target) KeyFromStrings(values map[string]string) (Key, error) {
+	m := make(map[string]any, len(values))
+	for k, v := range values {
+		m[k] = v
+	}
+	return t.KeyFromMap(m)
+}
+
+// KeyFromMap builds a key from column → Go value (as Restriction.Equal and target rows hold
+// them); every key column must be present and no other.
+func (t *Target) KeyFromMap(values map[string]any) (Key, error) {
+	codecs, err := t.keyCodecs()
+	if err != nil {
+		return nil, err
+	}
+	for name := range values {
+		if t.keyIndex(name) < 0 {
+			return nil, t.badKey(name, "not a key column (the key is %s)", t.keyNames())
+		}
+	}
+	key := make(Key, len(codecs))
+	for i, c := range codecs {
+		v, ok := values[c.name]
+		if !ok {
+			return nil, t.badKey(c.name, "missing")
+		}
+		if key[i], err = c.fromGo(v); err != nil {
+			return nil, t.badKey(c.name, "%v", err)
+		}
+	}
+	return key, nil
+}
+
+// CheckKey validates k against the key columns and returns it in canonical form.
+func (t *Target) CheckKey(k Key) (Key, error) {
+	codecs, err := t.keyCodecs()
+	if err != nil {
+		return nil, err
+	}
+	if len(k) != len(codecs) {
+		return nil, t.badKey("", "want %d values (%s), got %d", len(codecs), t.keyNames(), len(k))
+	}
+	out := make(Key, len(k))
+	for i, c := range codecs {
+		if out[i], err = c.fromGo(k[i]); err != nil {
+			return nil, t.badKey(c.name, "%v", err)
+		}
+	}
+	return out, nil
+}
+
+// checkKeys validates keys and drops repeated ones, keeping the first.
+func (t *Target) checkKeys(keys []Key) ([]Key, error) {
+	out := make([]Key, 0, len(keys))
+	seen := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		ck, err := t.CheckKey(k)
+		if err != nil {
+			return nil, err
+		}
+		id := keyID(ck)
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, ck)
+		}
+	}
+	return out, nil
+}
+
+// KeyJSON encodes k as a JSON object with the columns in key order (canonical: equal keys give
+// equal bytes).
+func (t *Target) KeyJSON(k Key) ([]byte, error) {
+	ck, err := t.CheckKey(k)
+	if err != nil {
+		return nil, err
+	}
+	codecs, _ := t.keyCodecs()
+	buf := []byte{'{'}
+	for i, c := range codecs {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = appendJSONString(buf, c.name)
+		buf = append(buf, ':')
+		buf = c.appendJSON(buf, ck[i])
+	}
+	return append(buf, '}'), nil
+}
+
+// KeyString is KeyJSON for messages and logs: the JSON text, or the values as Go prints
+// them when k is not a valid key.
+func (t *Target) KeyString(k Key) string {
+	b, err := t.KeyJSON(k)
+	if err != nil {
+		return fmt.Sprint([]any(k))
+	}
+	return string(b)
+}
+
+// KeyMap returns k as column → JSON-ready value, for display and for handlers: int64, uint64,
+// float64 or string (binary values in base64, binary(16) as a UUID).
+func (t *Target) KeyMap(k Key) map[string]any {
+	m := make(map[string]any, len(k))
+	codecs, err := t.keyCodecs()
+	for i, v := range k {
+		if err != nil || i >= len(codecs) {
+			break
+		}
+		if cv, err := codecs[i].fromGo(v); err == nil {
+			v = cv
+		}
+		m[codecs[i].name] = codecs[i].jsonValue(v)
+	}
+	return m
+}
+
+// keyID is a map key for a canonical key: equal canonical keys, equal IDs.
+func keyID(k Key) string {
+	var b strings.Builder
+	for _, v := range k {
+		switch x := v.(type) {
+		case int64:
+			b.WriteString("i")
+			b.WriteString(strconv.FormatInt(x, 10))
+		case uint64:
+			b.WriteString("u")
+			b.WriteString(strconv.FormatUint(x, 10))
+		case float64:
+			b.WriteString("f")
+			b.WriteString(strconv.FormatUint(math.Float64bits(x), 16))
+		case string:
+			fmt.Fprintf(&b, "s%d:%s", len(x), x)
+		case []byte:
+			fmt.Fprintf(&b, "b%d:%s", len(x), x)
+		default:
+			fmt.Fprintf(&b, "?%v", x)
+		}
+		b.WriteByte('|')
+	}
+	return b.String()
+}
+
+// keyScanner scans one key column of a result row into its canonical value.
+type keyScanner struct {
+	c   *codec
+	dst *any
+}
+
+func (s keyScanner) Scan(src any) error {
+	v, err := s.c.fromDB(src)
+	if err != nil {
+		return fmt.Errorf("key column %s: %w", s.c.name, err)
+	}
+	*s.dst = v
+	return nil
+}
+
+// keyScanners returns scan destinations filling k.
+func keyScanners(codecs []*codec, k Key) []any {
+	dst := make([]any, len(codecs))
+	for i, c := range codecs {
+		dst[i] = keyScanner{c: c, dst: &k[i]}
+	}
+	return dst
+}
+
+// equalMap normalizes a restriction's column → value map over the key columns, in key
+// order.
+func (t *Target) equalMap(m map[string]any) (cols []int, vals []any, err error) {
+	codecs, err := t.keyCodecs()
+	if err != nil {
+		return nil, nil, err
+	}
+	names := make([]string, 0, len(m))
+	for name := range m {
+		if t.keyIndex(name) < 0 {
+			return nil, nil, t.badKey(name, "not a key column (restrict on %s)", t.keyNames())
+		}
+		names = append(names, name)
+	}
+	sort.Slice(names, func(a, b int) bool { return t.keyIndex(names[a]) < t.keyIndex(names[b]) })
+	for _, name := range names {
+		i := t.keyIndex(name)
+		v, err := codecs[i].fromGo(m[name])
+		if err != nil {
+			return nil, nil, t.badKey(name, "%v", err)
+		}
+		cols, vals = append(cols, i), append(vals, v)
+	}
+	return cols, vals, nil
+}

@@ -1,0 +1,454 @@
+package jobsdb
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// OutcomeKind is how a reserved job ended.
+type OutcomeKind int
+
+// The outcomes of a reserved job.
+const (
+	OutcomeSuccess OutcomeKind = iota // deleted, or 'success' with keep_completed
+	OutcomeError                      // 'error' with message and stack
+	OutcomeRetry                      // back to pending, due after RetryAfter
+	OutcomeRelease                    // back to pending, due now (interrupted, not failed)
+)
+
+func (k OutcomeKind) String() string {
+	switch k {
+	case OutcomeSuccess:
+		return "success"
+	case OutcomeError:
+		return "error"
+	case OutcomeRetry:
+		return "retry"
+	case OutcomeRelease:
+		return "release"
+	}
+	return fmt.Sprintf("OutcomeKind(%d)", int(k))
+}
+
+// Row is one target row to insert with a successful completion; key columns are filled in
+// from the job's key when absent.
+type Row map[string]any
+
+// Outcome is the result of running one reserved job.
+type Outcome struct {
+	Lease      Lease
+	Kind       OutcomeKind
+	Duration   time.Duration
+	Message    string        // OutcomeError: truncated to 2047 with "...truncated"
+	Stack      string        // OutcomeError: stored in DataJoint's blob encoding
+	RetryAfter time.Duration // OutcomeRetry
+	Rows       []Row         // OutcomeSuccess: target rows inserted in the same transaction
+}
+
+// DataJoint's error_message: at most 2047 characters, longer ones cut to end in "...truncated"
+// (exactly 2047 long).
+const (
+	ErrorMessageLength = 2047
+	truncatedSuffix    = "...truncated"
+)
+
+// TruncateMessage is the error_message stored for msg: invalid UTF-8 replaced, and cut to
+// ErrorMessageLength characters (not bytes) ending in "...truncated", as DataJoint does.
+func TruncateMessage(msg string) string {
+	msg = strings.ToValidUTF8(msg, "\uFFFD")
+	if utf8.RuneCountInString(msg) <= ErrorMessageLength {
+		return msg
+	}
+	return string([]rune(msg)[:ErrorMessageLength-len(truncatedSuffix)]) + truncatedSuffix
+}
+
+// Record writes outcomes in one transaction, each fenced by its lease token. applied[i] is
+// false when outcome i's lease was taken over (nothing was written for it).
+//
+// Everything is checked before anything is written: a bad key, an unknown target column or a
+// key column of a row that differs from the job's key is ErrBadKey and writes nothing. A
+// deadlock rolls the transaction back and runs it again.
+func (j *Jobs) Record(ctx context.Context, outcomes []Outcome) (applied []bool, err error) {
+	if len(outcomes) == 0 {
+		return []bool{}, nil
+	}
+	plan, err := j.planRecord(outcomes)
+	if err != nil {
+		return nil, fmt.Errorf("jobsdb: record %s: %w", j.t.FullName(), err)
+	}
+	err = retryTransient(ctx, func() error {
+		tx, err := j.db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if applied, err = j.record(ctx, tx, plan); err != nil {
+			tx.Rollback()
+			return err
+		}
+		return tx.Commit()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("jobsdb: record %s: %w", j.t.FullName(), j.noJobsTable(err))
+	}
+	return applied, nil
+}
+
+// RecordTx is Record inside the caller's transaction (the caller commits).
+//
+// The caller's own writes for an outcome whose lease turns out lost are the caller's to undo;
+// LockLeases tells before anything is written.
+func (j *Jobs) RecordTx(ctx context.Context, tx *sql.Tx, outcomes []Outcome) (applied []bool, err error) {
+	plan, err := j.planRecord(outcomes)
+	if err != nil {
+		return nil, fmt.Errorf("jobsdb: record %s: %w", j.t.FullName(), err)
+	}
+	if applied, err = j.record(ctx, tx, plan); err != nil {
+		return nil, fmt.Errorf("jobsdb: record %s: %w", j.t.FullName(), j.noJobsTable(err))
+	}
+	return applied, nil
+}
+
+// RecordOne records a single outcome; a lost lease is ErrLeaseLost.
+func (j *Jobs) RecordOne(ctx context.Context, o Outcome) error {
+	applied, err := j.Record(ctx, []Outcome{o})
+	if err != nil {
+		return err
+	}
+	if !applied[0] {
+		return fmt.Errorf("jobsdb: record %s %s of %s: %w: the job was recovered, deleted or ignored meanwhile; nothing was written",
+			o.Kind, j.t.FullName(), j.t.KeyString(o.Lease.Key), ErrLeaseLost)
+	}
+	return nil
+}
+
+// LockLeases locks, in the caller's transaction, the rows of the leases still held, and
+// reports which are (held[i] for leases[i]). A handler writing its own target rows calls it
+// first, so that a lost lease is known before anything is written.
+func (j *Jobs) LockLeases(ctx context.Context, tx *sql.Tx, leases []Lease) (held []bool, err error) {
+	keys, tokens, err := j.leaseKeys(leases)
+	if err != nil {
+		return nil, fmt.Errorf("jobsdb: lock leases %s: %w", j.t.FullName(), err)
+	}
+	held = make([]bool, len(leases))
+	for _, c := range chunks(len(keys), maxKeysPerStatement) {
+		set, err := j.held(ctx, tx, keys[c[0]:c[1]], tokens[c[0]:c[1]], true)
+		if err != nil {
+			return nil, fmt.Errorf("jobsdb: lock leases %s: %w", j.t.FullName(), j.noJobsTable(err))
+		}
+		for i := c[0]; i < c[1]; i++ {
+			held[i] = set[keyID(keys[i])+tokens[i]]
+		}
+	}
+	return held, nil
+}
+
+// recordPlan is a checked batch of outcomes.
+type recordPlan struct {
+	outcomes []Outcome
+	keys     []Key    // canonical lease keys
+	tokens   []string // lease tokens
+	rows     [][]Row  // per outcome: target rows with key columns filled and checked
+}
+
+func (j *Jobs) planRecord(outcomes []Outcome) (*recordPlan, error) {
+	leases := make([]Lease, len(outcomes))
+	for i, o := range outcomes {
+		leases[i] = o.Lease
+	}
+	keys, tokens, err := j.leaseKeys(leases)
+	if err != nil {
+		return nil, err
+	}
+	p := &recordPlan{outcomes: outcomes, keys: keys, tokens: tokens, rows: make([][]Row, len(outcomes))}
+	seen := make(map[string]bool, len(outcomes))
+	for i, o := range outcomes {
+		id := keyID(keys[i])
+		if seen[id] {
+			return nil, fmt.Errorf("two outcomes for %s in one batch", j.t.KeyString(keys[i]))
+		}
+		seen[id] = true
+		switch o.Kind {
+		case OutcomeSuccess:
+			for _, r := range o.Rows {
+				row, err := j.t.targetRow(keys[i], r)
+				if err != nil {
+					return nil, err
+				}
+				p.rows[i] = append(p.rows[i], row)
+			}
+		case OutcomeError, OutcomeRetry, OutcomeRelease:
+			if len(o.Rows) > 0 {
+				return nil, fmt.Errorf("outcome %s of %s has target rows; only a success inserts rows", o.Kind, j.t.KeyString(keys[i]))
+			}
+		default:
+			return nil, fmt.Errorf("outcome of %s: unknown kind %v", j.t.KeyString(keys[i]), o.Kind)
+		}
+	}
+	return p, nil
+}
+
+// CheckRows checks target rows for the job of key as Record would: every column a target
+// column, key columns equal to the job's (filled in when absent).
+func (t *Target) CheckRows(key Key, rows []Row) error {
+	k, err := t.CheckKey(key)
+	if err != nil {
+		return err
+	}
+	for _, r := range rows {
+		if _, err := t.targetRow(k, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// targetRow checks one target row of the job of key (canonical) and returns it with the key
+// columns filled in and typed, and nested JSON values (maps, slices) as JSON text.
+func (t *Target) targetRow(key Key, r Row) (Row, error) {
+	codecs, err := t.keyCodecs()
+	if err != nil {
+		return nil, err
+	}
+	out := make(Row, len(r)+len(key))
+	for name, v := range r {
+		if _, ok := t.column(name); !ok {
+			return nil, t.badKey(name, "not a column of the target (row for %s)", t.KeyString(key))
+		}
+		switch v.(type) {
+		case map[string]any, []any:
+			b, err := json.Marshal(v)
+			if err != nil {
+				return nil, t.badKey(name, "value does not encode as JSON: %v", err)
+			}
+			v = string(b)
+		case json.Number:
+			v = string(v.(json.Number))
+		}
+		out[name] = v
+	}
+	for i, c := range codecs {
+		v, ok := r[c.name]
+		if !ok {
+			out[c.name] = key[i]
+			continue
+		}
+		cv, err := c.fromGo(v)
+		if err != nil {
+			return nil, t.badKey(c.name, "%v (row for %s)", err, t.KeyString(key))
+		}
+		if keyID(Key{cv}) != keyID(Key{key[i]}) {
+			return nil, t.badKey(c.name, "row for %s has the value %v", t.KeyString(key), c.jsonValue(cv))
+		}
+		out[c.name] = cv
+	}
+	return out, nil
+}
+
+// record runs a checked batch in tx: it locks the rows still held, inserts the target rows
+// of the held successes, then moves each kind's held rows in one statement per 1,000 keys
+// (errors: one per row, their messages differ).
+func (j *Jobs) record(ctx context.Context, tx *sql.Tx, p *recordPlan) ([]bool, error) {
+	applied := make([]bool, len(p.outcomes))
+	for _, c := range chunks(len(p.keys), maxKeysPerStatement) {
+		held, err := j.held(ctx, tx, p.keys[c[0]:c[1]], p.tokens[c[0]:c[1]], true)
+		if err != nil {
+			return nil, err
+		}
+		for i := c[0]; i < c[1]; i++ {
+			applied[i] = held[keyID(p.keys[i])+p.tokens[i]]
+		}
+	}
+	byKind := map[OutcomeKind][]int{}
+	var rows []Row
+	for i, o := range p.outcomes {
+		if !applied[i] {
+			continue
+		}
+		byKind[o.Kind] = append(byKind[o.Kind], i)
+		if o.Kind == OutcomeSuccess {
+			rows = append(rows, p.rows[i]...)
+		}
+	}
+	if err := j.insertTargetRows(ctx, tx, rows); err != nil {
+		return nil, err
+	}
+	steps := []struct {
+		kind OutcomeKind
+		run  func(context.Context, *sql.Tx, *recordPlan, []int) error
+	}{
+		{OutcomeSuccess, j.recordSuccess},
+		{OutcomeError, j.recordError},
+		{OutcomeRetry, j.recordRetry},
+		{OutcomeRelease, j.recordRelease},
+	}
+	for _, s := range steps {
+		idx := byKind[s.kind]
+		for _, c := range chunks(len(idx), maxKeysPerStatement) {
+			if err := s.run(ctx, tx, p, idx[c[0]:c[1]]); err != nil {
+				return nil, fmt.Errorf("%s: %w", s.kind, err)
+			}
+		}
+	}
+	return applied, nil
+}
+
+// guard is the WHERE clause of a holder's write: the rows of the outcomes idx, by key and
+// token, still reserved.
+func (j *Jobs) guard(p *recordPlan, idx []int, args []any) (string, []any) {
+	keys := make([]Key, len(idx))
+	tokens := make([]string, len(idx))
+	for n, i := range idx {
+		keys[n], tokens[n] = p.keys[i], p.tokens[i]
+	}
+	in, args := j.inKeysTokens("", keys, tokens, args)
+	return " WHERE " + in + " AND `status` = 'reserved'", args
+}
+
+// exec runs one statement of a batch that must change exactly want rows: the rows are locked,
+// so anything else means the table changed under the lock, and the transaction is abandoned.
+func exec(ctx context.Context, tx *sql.Tx, want int, q string, args []any) error {
+	res, err := tx.ExecContext(ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n != int64(want) {
+		return fmt.Errorf("%w: changed %d rows of %d locked ones", errRecordChanged, n, want)
+	}
+	return nil
+}
+
+// caseByKey is "CASE WHEN (`a`, `b`) = (?, ?) THEN ? … END" choosing a value per outcome, or
+// a single placeholder when every value is the same.
+func (j *Jobs) caseByKey(p *recordPlan, idx []int, value func(i int) any, args []any) (string, []any) {
+	same := true
+	for _, i := range idx {
+		same = same && value(i) == value(idx[0])
+	}
+	if same {
+		return "?", append(args, value(idx[0]))
+	}
+	var b strings.Builder
+	b.WriteString("CASE")
+	tuple := placeholders(len(j.t.KeyColumns))
+	for _, i := range idx {
+		b.WriteString(" WHEN " + j.keyTuple("") + " = " + tuple + " THEN ?")
+		args = append(args, p.keys[i]...)
+		args = append(args, value(i))
+	}
+	b.WriteString(" END")
+	return b.String(), args
+}
+
+// recordSuccess: reserved → deleted, or 'success' with completed_time and duration.
+func (j *Jobs) recordSuccess(ctx context.Context, tx *sql.Tx, p *recordPlan, idx []int) error {
+	if !j.opts.KeepCompleted {
+		where, args := j.guard(p, idx, nil)
+		return exec(ctx, tx, len(idx), "DELETE FROM "+j.table+where, args)
+	}
+	duration, args := j.caseByKey(p, idx, func(i int) any { return p.outcomes[i].Duration.Seconds() }, nil)
+	where, args := j.guard(p, idx, args)
+	q := "UPDATE " + j.table + " SET `status` = 'success', `completed_time` = NOW(3), `duration` = " + duration +
+		", `lease_token` = '', `lease_expires` = NULL" + where
+	return exec(ctx, tx, len(idx), q, args)
+}
+
+// recordError: reserved → error, one statement per job (each has its own message and stack).
+func (j *Jobs) recordError(ctx context.Context, tx *sql.Tx, p *recordPlan, idx []int) error {
+	for _, i := range idx {
+		o := p.outcomes[i]
+		var stack any
+		if o.Stack != "" {
+			stack = EncodeStack(o.Stack)
+		}
+		where, args := j.guard(p, []int{i}, []any{TruncateMessage(o.Message), stack, o.Duration.Seconds()})
+		q := "UPDATE " + j.table + " SET `status` = 'error', `error_message` = ?, `error_stack` = ?, " +
+			"`completed_time` = NOW(3), `duration` = ?, `lease_token` = '', `lease_expires` = NULL" + where
+		if err := exec(ctx, tx, 1, q, args); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recordRetry: reserved → pending, due after each outcome's RetryAfter.
+func (j *Jobs) recordRetry(ctx context.Context, tx *sql.Tx, p *recordPlan, idx []int) error {
+	delay, args := j.caseByKey(p, idx, func(i int) any { return micros(max(p.outcomes[i].RetryAfter, 0)) }, nil)
+	where, args := j.guard(p, idx, args)
+	q := "UPDATE " + j.table + " SET `status` = 'pending', `scheduled_time` = NOW(3) + INTERVAL (" + delay + ") MICROSECOND, " +
+		"`completed_time` = NULL, `lease_token` = '', `lease_expires` = NULL, `dispatched_time` = NULL" + where
+	return exec(ctx, tx, len(idx), q, args)
+}
+
+// recordRelease: reserved → pending, due as it was; the interrupted attempt is given back.
+func (j *Jobs) recordRelease(ctx context.Context, tx *sql.Tx, p *recordPlan, idx []int) error {
+	where, args := j.guard(p, idx, nil)
+	q := "UPDATE " + j.table + " SET `status` = 'pending', `attempts` = IF(`attempts` > 0, `attempts` - 1, 0), " +
+		"`lease_token` = '', `lease_expires` = NULL, `dispatched_time` = NULL" + where
+	return exec(ctx, tx, len(idx), q, args)
+}
+
+// maxInsertArgs bounds the values of one INSERT (a prepared statement takes 65,535).
+const maxInsertArgs = 60000
+
+// insertTargetRows inserts rows into the target: one multi-row INSERT per set of columns. A
+// row whose primary key is already there is left as it is (someone else finished the key).
+func (j *Jobs) insertTargetRows(ctx context.Context, tx *sql.Tx, rows []Row) error {
+	groups := map[string][]Row{}
+	var order []string
+	for _, r := range rows {
+		cols := make([]string, 0, len(r))
+		for name := range r {
+			cols = append(cols, name)
+		}
+		sort.Strings(cols)
+		sig := strings.Join(cols, "\x00")
+		if _, ok := groups[sig]; !ok {
+			order = append(order, sig)
+		}
+		groups[sig] = append(groups[sig], r)
+	}
+	for _, sig := range order {
+		cols := strings.Split(sig, "\x00")
+		quoted := make([]string, len(cols))
+		for i, c := range cols {
+			quoted[i] = quoteIdent(c)
+		}
+		group := groups[sig]
+		perStatement := max(1, min(maxKeysPerStatement, maxInsertArgs/len(cols)))
+		for _, c := range chunks(len(group), perStatement) {
+			var b strings.Builder
+			b.WriteString("INSERT INTO " + j.target + " (" + strings.Join(quoted, ", ") + ") VALUES ")
+			tuple := inList(len(cols))
+			args := make([]any, 0, (c[1]-c[0])*len(cols))
+			for n, r := range group[c[0]:c[1]] {
+				if n > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString(tuple)
+				for _, col := range cols {
+					args = append(args, r[col])
+				}
+			}
+			first := quoteIdent(j.t.PrimaryKey[0])
+			b.WriteString(" ON DUPLICATE KEY UPDATE " + first + " = " + first)
+			if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+				return fmt.Errorf("insert into %s: %w", j.t.FullName(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// errRecordChanged: a statement of Record changed another number of rows than it had locked.
+var errRecordChanged = errors.New("rows changed under lock")

@@ -1,0 +1,237 @@
+package jobsdb
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Lease is a reservation held by this process.
+type Lease struct {
+	Key           Key
+	Token         string // lease_token written at reservation
+	Attempts      int    // attempts after this reservation (1 for the first)
+	Priority      int
+	ScheduledTime time.Time
+	ReservedTime  time.Time
+}
+
+// reserveSet is the SET list of a reservation (DESIGN.md: pending → reserved). The user
+// defaults to the connection's USER(), as DataJoint's get_user().
+var reserveSet = strings.Join([]string{
+	"`status` = 'reserved'",
+	"`lease_token` = ?",
+	"`lease_expires` = NOW(3) + INTERVAL ? MICROSECOND",
+	"`attempts` = `attempts` + 1",
+	"`reserved_time` = NOW(3)",
+	"`completed_time` = NULL",
+	"`duration` = NULL",
+	"`user` = IF(? = '', USER(), ?)",
+	"`host` = ?",
+	"`pid` = ?",
+	"`connection_id` = CONNECTION_ID()",
+	"`version` = ?",
+}, ", ")
+
+// Reserve reserves the given keys in one guarded statement and returns the leases won; keys
+// that are not pending and due are skipped.
+//
+// One UPDATE … WHERE (key) IN (…) AND status='pending' AND scheduled_time<=NOW(3) per 1,000
+// keys gives every row it wins the statement's fresh lease token; one SELECT by key and token
+// reads the winners back. Deadlocks are retried. Leases come back in the order of keys;
+// repeated keys count once.
+func (j *Jobs) Reserve(ctx context.Context, keys []Key) ([]Lease, error) {
+	keys, err := j.t.checkKeys(keys)
+	if err != nil {
+		return nil, fmt.Errorf("jobsdb: reserve: %w", err)
+	}
+	var leases []Lease
+	for _, c := range chunks(len(keys), maxKeysPerStatement) {
+		won, err := j.reserveChunk(ctx, keys[c[0]:c[1]])
+		if err != nil {
+			return leases, fmt.Errorf("jobsdb: reserve %s: %w", j.t.FullName(), j.noJobsTable(err))
+		}
+		leases = append(leases, won...)
+	}
+	return leases, nil
+}
+
+// ReserveOne reserves one key; ok is false when it is not pending and due.
+func (j *Jobs) ReserveOne(ctx context.Context, key Key) (lease Lease, ok bool, err error) {
+	leases, err := j.Reserve(ctx, []Key{key})
+	if err != nil || len(leases) == 0 {
+		return Lease{}, false, err
+	}
+	return leases[0], true, nil
+}
+
+func (j *Jobs) reserveChunk(ctx context.Context, keys []Key) ([]Lease, error) {
+	id := j.opts.Identity
+	token := newToken()
+	args := []any{token, micros(j.opts.LeaseDuration), id.User, id.User, id.Host, id.PID, id.Version}
+	in, args := j.inKeys("", keys, args)
+	q := "UPDATE " + j.table + " SET " + reserveSet + " WHERE " + in +
+		" AND `status` = 'pending' AND `scheduled_time` <= NOW(3)"
+	var won int64
+	err := retryTransient(ctx, func() error {
+		res, err := j.db.ExecContext(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		won, err = res.RowsAffected()
+		return err
+	})
+	if err != nil || won == 0 {
+		return nil, err
+	}
+	return j.readLeases(ctx, keys, token)
+}
+
+// readLeases reads back the rows of keys reserved with token, in the order of keys.
+func (j *Jobs) readLeases(ctx context.Context, keys []Key, token string) ([]Lease, error) {
+	codecs, _ := j.t.keyCodecs()
+	in, args := j.inKeys("", keys, nil)
+	q := "SELECT " + j.t.keyList("") + ", `attempts`, `priority`, `scheduled_time`, `reserved_time` FROM " + j.table +
+		" WHERE " + in + " AND `lease_token` = ? AND `status` = 'reserved'"
+	rows, err := j.db.QueryContext(ctx, q, append(args, token)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	position := make(map[string]int, len(keys))
+	for i, k := range keys {
+		position[keyID(k)] = i
+	}
+	var leases []Lease
+	for rows.Next() {
+		l := Lease{Key: make(Key, len(codecs)), Token: token}
+		var scheduled, reserved nullTime
+		dst := append(keyScanners(codecs, l.Key), &l.Attempts, &l.Priority, &scheduled, &reserved)
+		if err := rows.Scan(dst...); err != nil {
+			return nil, err
+		}
+		l.ScheduledTime, l.ReservedTime = scheduled.Time, reserved.Time
+		leases = append(leases, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	// Rows come in primary key order; give them back in the caller's order. A key that matched
+	// a row spelled differently (a case-insensitive collation) goes last, with the row's spelling.
+	sort.SliceStable(leases, func(a, b int) bool {
+		pa, ok := position[keyID(leases[a].Key)]
+		if !ok {
+			pa = len(keys)
+		}
+		pb, ok := position[keyID(leases[b].Key)]
+		if !ok {
+			pb = len(keys)
+		}
+		return pa < pb
+	})
+	return leases, nil
+}
+
+// Heartbeat renews the leases and returns those that were lost (taken over or deleted).
+//
+// One UPDATE by key and token per 1,000 leases; when it changes fewer rows than leases, one
+// SELECT tells which are still held.
+func (j *Jobs) Heartbeat(ctx context.Context, leases []Lease) (lost []Lease, err error) {
+	for _, c := range chunks(len(leases), maxKeysPerStatement) {
+		l, err := j.heartbeatChunk(ctx, leases[c[0]:c[1]])
+		if err != nil {
+			return lost, fmt.Errorf("jobsdb: heartbeat %s: %w", j.t.FullName(), j.noJobsTable(err))
+		}
+		lost = append(lost, l...)
+	}
+	return lost, nil
+}
+
+func (j *Jobs) heartbeatChunk(ctx context.Context, leases []Lease) ([]Lease, error) {
+	keys, tokens, err := j.leaseKeys(leases)
+	if err != nil {
+		return nil, err
+	}
+	in, args := j.inKeysTokens("", keys, tokens, []any{micros(j.opts.LeaseDuration)})
+	q := "UPDATE " + j.table + " SET `lease_expires` = NOW(3) + INTERVAL ? MICROSECOND WHERE " + in + " AND `status` = 'reserved'"
+	var renewed int64
+	err = retryTransient(ctx, func() error {
+		res, err := j.db.ExecContext(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		renewed, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if renewed >= int64(len(leases)) {
+		return nil, nil
+	}
+	// Fewer rows changed: some leases are lost, or were renewed twice within a millisecond
+	// (no change). Ask which are still held.
+	held, err := j.held(ctx, j.db, keys, tokens, false)
+	if err != nil {
+		return nil, err
+	}
+	var lost []Lease
+	for i, l := range leases {
+		if !held[keyID(keys[i])+tokens[i]] {
+			lost = append(lost, l)
+		}
+	}
+	return lost, nil
+}
+
+// leaseKeys validates the leases' keys and tokens.
+func (j *Jobs) leaseKeys(leases []Lease) ([]Key, []string, error) {
+	keys := make([]Key, len(leases))
+	tokens := make([]string, len(leases))
+	for i, l := range leases {
+		k, err := j.t.CheckKey(l.Key)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !validToken(l.Token) {
+			return nil, nil, fmt.Errorf("lease of %s has no valid token (%q)", j.t.KeyString(k), l.Token)
+		}
+		keys[i], tokens[i] = k, l.Token
+	}
+	return keys, tokens, nil
+}
+
+// queryer is *sql.DB or *sql.Tx.
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// held returns the set (keyID+token) of the given leases still reserved with their token,
+// locking their rows when forUpdate.
+func (j *Jobs) held(ctx context.Context, q queryer, keys []Key, tokens []string, forUpdate bool) (map[string]bool, error) {
+	codecs, _ := j.t.keyCodecs()
+	in, args := j.inKeysTokens("", keys, tokens, nil)
+	stmt := "SELECT " + j.t.keyList("") + ", `lease_token` FROM " + j.table + " WHERE " + in + " AND `status` = 'reserved'"
+	if forUpdate {
+		stmt += " FOR UPDATE"
+	}
+	rows, err := q.QueryContext(ctx, stmt, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	held := make(map[string]bool, len(keys))
+	for rows.Next() {
+		k := make(Key, len(codecs))
+		var token string
+		if err := rows.Scan(append(keyScanners(codecs, k), &token)...); err != nil {
+			return nil, err
+		}
+		held[keyID(k)+token] = true
+	}
+	return held, rows.Err()
+}
