@@ -52,17 +52,17 @@ func TestEndToEnd(t *testing.T) {
 		"UPDATE `~~analysis` SET scheduled_time = NOW(3) + INTERVAL 15 SECOND WHERE subject_id = 39 AND session_id < 5",
 	)
 	delayed := map[string]time.Time{}
-	rows, err := e.db.SQL.Query("SELECT CONCAT(subject_id, ':', session_id), scheduled_time FROM `~~analysis` WHERE scheduled_time > NOW(3)")
+	rows, err := e.db.SQL.Query("SELECT CONCAT(subject_id, ':', session_id), UNIX_TIMESTAMP(scheduled_time) FROM `~~analysis` WHERE scheduled_time > NOW(3)")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for rows.Next() {
 		var k string
-		var at time.Time
+		var at float64
 		if err := rows.Scan(&k, &at); err != nil {
 			t.Fatal(err)
 		}
-		delayed[k] = at
+		delayed[k] = time.Unix(0, int64(at*1e9))
 	}
 	rows.Close()
 	if len(delayed) != 5 {
@@ -313,12 +313,13 @@ func TestBadMessagesRejected(t *testing.T) {
 	w := e.start("worker", "--exec", filepath.Join(e.dir, "handler.sh"))
 	waitFor(t, "the worker to open the stream", func() bool { return streamExists(t, url, e) })
 
-	nc, err := nats.Connect(url)
+	// Published through the queue package, as the scheduler publishes, so the messages go to
+	// the subjects and consumers workers read.
+	nc := natstest.Conn(t, url)
+	q, err := queue.Open(context.Background(), nc, e.db.Name, "__analysis", queue.Config{Prefix: e.prefix()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
 	bad := []string{
 		`not json`,
 		`{"subject_id": 0}`,
@@ -327,12 +328,14 @@ func TestBadMessagesRejected(t *testing.T) {
 		`{"subject_id": 0, "session_id": "0; DELETE FROM ` + "`~~analysis`" + `"}`,
 		`{"subject_id": 0, "session_id": 1.5}`,
 	}
+	msgs := make([]queue.Message, len(bad))
 	for i, payload := range bad {
-		subject := fmt.Sprintf("%s.%s.__analysis.p5.bad%d", e.prefix(), e.db.Name, i)
-		if _, err := js.Publish(context.Background(), subject, []byte(payload)); err != nil {
-			t.Fatalf("publish %s: %v", payload, err)
-		}
+		msgs[i] = queue.Message{Priority: 5, Key: []byte(payload)}
 	}
+	if _, err := q.Publish(context.Background(), msgs); err != nil {
+		t.Fatal(err)
+	}
+	q.Wake()
 	waitFor(t, "the worker to reject every bad message", func() bool {
 		return strings.Count(w.out.String(), "rejecting a malformed message") == len(bad)
 	})

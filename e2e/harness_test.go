@@ -72,12 +72,14 @@ type env struct {
 const handlerScript = `#!/bin/sh
 k="$JETJOBS_KEY_SUBJECT_ID:$JETJOBS_KEY_SESSION_ID"
 cat > /dev/null
-echo "start $k $PPID $JETJOBS_ATTEMPT $(date +%s%N) $JETJOBS_TABLE" >> "$CALLS_LOG"
+# The worker is the parent of the /bin/sh -c that runs this script.
+read -r _ _ _ wpid _ < /proc/$PPID/stat
+echo "start $k $wpid $JETJOBS_ATTEMPT $(date +%s%N) $JETJOBS_TABLE" >> "$CALLS_LOG"
 if [ "$k" = "$SLOW_KEY" ] && [ "$JETJOBS_ATTEMPT" = 1 ]; then sleep 600; fi
 if [ "$k" = "$HOLD_KEY" ]; then sleep 600; fi
-if [ "$k" = "$FAIL_KEY" ]; then echo "traceback line 1" >&2; echo "ValueError: bad session $k" >&2; exit 3; fi
-if [ "$k" = "$RETRY_KEY" ] && [ "$JETJOBS_ATTEMPT" = 1 ]; then echo "busy, try later" >&2; exit 75; fi
-echo "end $k $PPID $JETJOBS_ATTEMPT $(date +%s%N) $JETJOBS_TABLE" >> "$CALLS_LOG"
+if [ "$k" = "$FAIL_KEY" ]; then echo "fail $k $wpid $JETJOBS_ATTEMPT $(date +%s%N)" >> "$CALLS_LOG"; echo "traceback line 1" >&2; echo "ValueError: bad session $k" >&2; exit 3; fi
+if [ "$k" = "$RETRY_KEY" ] && [ "$JETJOBS_ATTEMPT" = 1 ]; then echo "fail $k $wpid $JETJOBS_ATTEMPT $(date +%s%N)" >> "$CALLS_LOG"; echo "busy, try later" >&2; exit 75; fi
+echo "end $k $wpid $JETJOBS_ATTEMPT $(date +%s%N) $JETJOBS_TABLE" >> "$CALLS_LOG"
 echo "{\"result\": $JETJOBS_KEY_SESSION_ID.5}"
 `
 
@@ -233,7 +235,7 @@ func (p *proc) exited() bool {
 
 // call is one line of the handler's per-call log.
 type call struct {
-	phase   string // start or end
+	phase   string // start, end, or fail (the handler exits with an error)
 	key     string // subject:session
 	pid     int    // the worker that ran it
 	attempt int
@@ -286,46 +288,55 @@ func (e *env) checksum() string {
 	return strconv.FormatInt(*sum, 10)
 }
 
-// checkInvariants checks, from the per-call log, that every key that finished ran once, that
-// no key was run again while the lease of a killed worker's run could still be live (a run
-// started after killedAt+lease/2), and that every run a live worker started finished.
+// checkInvariants checks, from the per-call log, that no key ran twice at once under live
+// leases and that live workers computed every key at most once. A killed worker's runs may be
+// repeated (their outcomes may not have been recorded), but only after its leases could have
+// expired: a later run of the same key must start after killedAt+lease/2. Every run a live
+// worker started must have ended (end or fail).
 func (e *env) checkInvariants(killedAt map[int]time.Time, lease time.Duration) {
 	e.t.Helper()
 	type run struct {
-		start, end time.Time
-		pid        int
+		start time.Time
+		pid   int
+		ended string // "end", "fail", or "" while running
 	}
-	open := map[string]map[int]time.Time{} // key → pid → start
-	runs := map[string][]run{}
+	runs := map[string][]*run{}
+	current := map[string]*run{} // key + pid → its open run
 	for _, c := range e.readCalls() {
+		id := fmt.Sprintf("%s/%d", c.key, c.pid)
 		switch c.phase {
 		case "start":
-			if open[c.key] == nil {
-				open[c.key] = map[int]time.Time{}
+			r := &run{start: c.at, pid: c.pid}
+			runs[c.key] = append(runs[c.key], r)
+			current[id] = r
+		case "end", "fail":
+			if r := current[id]; r != nil {
+				r.ended = c.phase
+				delete(current, id)
 			}
-			open[c.key][c.pid] = c.at
-		case "end":
-			runs[c.key] = append(runs[c.key], run{start: open[c.key][c.pid], end: c.at, pid: c.pid})
-			delete(open[c.key], c.pid)
 		}
 	}
 	for key, rs := range runs {
-		if len(rs) > 1 {
-			e.t.Errorf("key %s was computed %d times: %+v", key, len(rs), rs)
-		}
-	}
-	for key, pids := range open {
-		for pid := range pids {
-			killed, ok := killedAt[pid]
-			if !ok {
-				e.t.Errorf("key %s started by live worker %d never finished", key, pid)
+		computed := 0
+		for _, r := range rs {
+			killed, isKilled := killedAt[r.pid]
+			switch {
+			case !isKilled && r.ended == "":
+				e.t.Errorf("key %s started by live worker %d at %v never ended", key, r.pid, r.start)
+			case !isKilled && r.ended == "end":
+				computed++
+			}
+			if !isKilled {
 				continue
 			}
-			for _, r := range runs[key] {
-				if r.start.Before(killed.Add(lease / 2)) {
-					e.t.Errorf("key %s ran again at %v while the killed worker's lease (killed at %v) was still live", key, r.start, killed)
+			for _, other := range rs {
+				if other.pid != r.pid && other.start.After(r.start) && other.start.Before(killed.Add(lease/2)) {
+					e.t.Errorf("key %s ran in worker %d at %v while killed worker %d (killed at %v) still held its lease", key, other.pid, other.start, r.pid, killed)
 				}
 			}
+		}
+		if computed > 1 {
+			e.t.Errorf("key %s was computed %d times by live workers", key, computed)
 		}
 	}
 }

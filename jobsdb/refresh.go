@@ -193,5 +193,9 @@ func (j *Jobs) staleSQL(opts RefreshOptions) (string, []any, error) {
 	}
 	c.add("(NOT EXISTS (SELECT 1 FROM (" + j.t.KeySource + ") AS `ks` WHERE " + j.keyEquals("ks", "j") + ")" +
 		" OR EXISTS (SELECT 1 FROM " + j.target + " AS `t` WHERE " + j.keyEquals("t", "j") + "))")
-	return "DELETE `j` FROM " + j.table + " AS `j`" + c.where(), c.args, nil
+	// A single-table DELETE over the stale keys, materialized in a derived table: MariaDB
+	// rejects a multi-table DELETE through an alias when the connection has no default
+	// database (error 1046), and MySQL forbids reading the target table in a plain subquery.
+	stale := "SELECT " + j.t.keyList("j") + " FROM " + j.table + " AS `j`" + c.where()
+	return "DELETE FROM " + j.table + " WHERE " + j.keyTuple("") + " IN (SELECT * FROM (" + stale + ") AS `stale`)", c.args, nil
 }

@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -22,6 +23,7 @@ const (
 	completerDelay  = 2 * time.Millisecond
 	completerBuffer = 4 * completerBatch
 	ackTimeout      = 5 * time.Second
+	acksInFlight    = 16
 
 	mysqlDeadlock        = 1213
 	mysqlLockWaitTimeout = 1205
@@ -50,10 +52,18 @@ type completer struct {
 	// giveUp bounds how long a batch is retried while MySQL is unreachable after the worker
 	// was told to stop; its messages are then left unacked and its leases expire.
 	giveUp context.Context
+	// acking holds a token per batch of acks in flight; acks waits for them on close.
+	acking chan struct{}
+	acks   sync.WaitGroup
 }
 
 func newCompleter(db *sql.DB, jobs *jobsdb.Jobs, giveUp context.Context) *completer {
-	c := &completer{db: db, jobs: jobs, in: make(chan *finished, completerBuffer), stopped: make(chan struct{}), giveUp: giveUp}
+	c := &completer{
+		db: db, jobs: jobs, giveUp: giveUp,
+		in:      make(chan *finished, completerBuffer),
+		stopped: make(chan struct{}),
+		acking:  make(chan struct{}, acksInFlight),
+	}
 	go c.run()
 	return c
 }
@@ -61,10 +71,11 @@ func newCompleter(db *sql.DB, jobs *jobsdb.Jobs, giveUp context.Context) *comple
 // add queues an outcome; it blocks when the buffer is full (backpressure on the job slots).
 func (c *completer) add(f *finished) { c.in <- f }
 
-// close flushes what is queued and waits for the last batch.
+// close flushes what is queued and waits for the last batch and its acks.
 func (c *completer) close() {
 	close(c.in)
 	<-c.stopped
+	c.acks.Wait()
 }
 
 func (c *completer) run() {
@@ -137,7 +148,7 @@ func (c *completer) settle(group []*finished, record func(ctx context.Context, g
 		}
 		return
 	}
-	ackAll(group)
+	c.ack(group)
 	for i, f := range group {
 		f.done(f, applied[i], nil)
 	}
@@ -183,19 +194,33 @@ func (c *completer) recordOwnTx(ctx context.Context, group []*finished) ([]bool,
 	return applied, tx.Commit()
 }
 
-// ackAll acks the group's messages once their outcomes committed. A lost ack is harmless:
-// the message comes back, and its reservation fails because MySQL already recorded the
-// outcome; it is then acked and dropped.
-func ackAll(group []*finished) {
+// ack acks the group's messages once their outcomes committed, in the background so that a
+// slow or unreachable NATS server never holds up recording. A lost ack is harmless: the
+// message comes back, its reservation fails because MySQL already recorded the outcome, and
+// it is then acked and dropped. So when acks pile up (NATS down), new ones are dropped
+// rather than queued without bound.
+func (c *completer) ack(group []*finished) {
 	msgs := make([]queue.Msg, 0, len(group))
 	for _, f := range group {
 		if f.msg != nil {
 			msgs = append(msgs, f.msg)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
-	defer cancel()
-	queue.AckAll(ctx, msgs)
+	if len(msgs) == 0 {
+		return
+	}
+	select {
+	case c.acking <- struct{}{}:
+	default:
+		return
+	}
+	c.acks.Add(1)
+	go func() {
+		defer func() { <-c.acking; c.acks.Done() }()
+		ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
+		defer cancel()
+		queue.AckAll(ctx, msgs)
+	}()
 }
 
 // isRetryableSQL tells transient database errors (lost connection, deadlock, lock wait)

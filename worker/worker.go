@@ -433,11 +433,15 @@ func (w *Worker) run(takeCtx context.Context, t *table, lease jobsdb.Lease, msg 
 	}
 	jobCtx, cancel := context.WithCancelCause(w.jobsCtx)
 	defer cancel(nil)
+	// The lease is renewed until the outcome is recorded, not just while the handler runs:
+	// an outcome waiting for its batch must not lose its job to an orphan recovery.
 	r := &running{lease: lease, msg: msg, cancel: cancel}
 	t.keeper.add(r)
-	defer t.keeper.remove(r)
-
-	f := &finished{msg: msg, done: w.settled(t, job)}
+	settled := w.settled(t, job)
+	f := &finished{msg: msg, done: func(f *finished, applied bool, err error) {
+		t.keeper.remove(r)
+		settled(f, applied, err)
+	}}
 	f.outcome.Lease = lease
 	if takeCtx.Err() != nil {
 		// The worker was told to stop between the fetch and the reservation.

@@ -73,8 +73,10 @@ func Identity(cfg config.Config) jobsdb.Identity {
 func JobsOptions(cfg config.Config, id jobsdb.Identity) jobsdb.Options {
 	return jobsdb.Options{
 		KeepCompleted: cfg.Jobs.KeepCompleted,
-		LeaseDuration: cfg.Jobs.LeaseDuration.Duration(),
-		Identity:      id,
+		// The rows Ignore inserts get jobs.default_priority, as DataJoint's.
+		DefaultPriority: cfg.Jobs.DefaultPriority,
+		LeaseDuration:   cfg.Jobs.LeaseDuration.Duration(),
+		Identity:        id,
 	}
 }
 

@@ -291,14 +291,7 @@ func (s *session) jobs(ctx context.Context, name string) (*jobsdb.Jobs, error) {
 	}
 	octx, cancel := s.opContext(ctx)
 	defer cancel()
-	j, err := cli.OpenJobs(octx, db, cfg, name, *s.ident)
-	if err != nil {
-		return nil, err
-	}
-	// The rows ignore inserts get the configured jobs.default_priority, as DataJoint's.
-	opts := cli.JobsOptions(cfg, *s.ident)
-	opts.DefaultPriority = cfg.Jobs.DefaultPriority
-	return jobsdb.New(db, j.Target(), opts), nil
+	return cli.OpenJobs(octx, db, cfg, name, *s.ident)
 }
 
 // tables returns the tables a command works on: its arguments (each once, so JSON keyed by
