@@ -11,9 +11,11 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/go-sql-driver/mysql"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetjobs/jetjobs/jobsdb"
 	"github.com/jetjobs/jetjobs/queue"
+	"github.com/jetjobs/jetjobs/tracing"
 )
 
 // Completer defaults: a batch is written when it holds completerBatch outcomes or when the
@@ -35,6 +37,8 @@ type finished struct {
 	outcome jobsdb.Outcome
 	write   func(ctx context.Context, tx *sql.Tx) error
 	msg     queue.Msg
+	ctx     context.Context // the job's trace context
+	span    tracing.Job
 	// done is called once the outcome is settled: applied is false when the lease had been
 	// taken over; err is set when nothing could be recorded. outcome may have changed kind
 	// (a Write callback that failed turns a success into an error).
@@ -45,6 +49,7 @@ type finished struct {
 // each message only after its outcome committed. Outcomes with a Write callback get a
 // transaction of their own.
 type completer struct {
+	tel     *tracing.Telemetry
 	db      *sql.DB
 	jobs    *jobsdb.Jobs
 	in      chan *finished
@@ -57,9 +62,9 @@ type completer struct {
 	acks   sync.WaitGroup
 }
 
-func newCompleter(db *sql.DB, jobs *jobsdb.Jobs, giveUp context.Context) *completer {
+func newCompleter(tel *tracing.Telemetry, db *sql.DB, jobs *jobsdb.Jobs, giveUp context.Context) *completer {
 	c := &completer{
-		db: db, jobs: jobs, giveUp: giveUp,
+		tel: tel, db: db, jobs: jobs, giveUp: giveUp,
 		in:      make(chan *finished, completerBuffer),
 		stopped: make(chan struct{}),
 		acking:  make(chan struct{}, acksInFlight),
@@ -124,7 +129,9 @@ func (c *completer) flush(batch []*finished) {
 // recording the group's outcomes one by one; a success whose rows cannot be written is
 // recorded as an error, so one bad job never blocks the others.
 func (c *completer) settle(group []*finished, record func(ctx context.Context, group []*finished) ([]bool, error)) {
+	spans := c.startSpans(group)
 	applied, err := c.retry(group, record)
+	defer endSpans(spans, err)
 	if err != nil && !isRetryableSQL(err) && c.giveUp.Err() == nil {
 		if len(group) > 1 {
 			for _, f := range group {
@@ -151,6 +158,34 @@ func (c *completer) settle(group []*finished, record func(ctx context.Context, g
 	c.ack(group)
 	for i, f := range group {
 		f.done(f, applied[i], nil)
+	}
+}
+
+// startSpans starts one span per job for the statement that records the group, only when
+// tracing is on.
+func (c *completer) startSpans(group []*finished) []trace.Span {
+	if !c.tel.Enabled() {
+		return nil
+	}
+	spans := make([]trace.Span, len(group))
+	for i, f := range group {
+		op := tracing.OpComplete
+		switch f.outcome.Kind {
+		case jobsdb.OutcomeError:
+			op = tracing.OpFail
+		case jobsdb.OutcomeRetry:
+			op = tracing.OpRetry
+		case jobsdb.OutcomeRelease:
+			op = tracing.OpRelease
+		}
+		_, spans[i] = c.tel.StartDB(f.ctx, op, f.span)
+	}
+	return spans
+}
+
+func endSpans(spans []trace.Span, err error) {
+	for _, s := range spans {
+		tracing.End(s, err)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jetjobs/jetjobs/jobsdb"
+	"github.com/jetjobs/jetjobs/tracing"
 )
 
 // The exec handler protocol.
@@ -25,8 +26,6 @@ const (
 	EnvTable     = "JETJOBS_TABLE"
 	EnvAttempt   = "JETJOBS_ATTEMPT"
 	EnvKeyPrefix = "JETJOBS_KEY_"
-	// EnvTraceparent carries the W3C trace context of the job's span.
-	EnvTraceparent = "TRACEPARENT"
 
 	// maxCaptured bounds what is kept of a handler's stdout and stderr.
 	maxCaptured = 4 << 20
@@ -40,14 +39,12 @@ type ExecOptions struct {
 	Command string
 	// Timeout kills the command's whole process group after this long; 0 means no limit.
 	Timeout time.Duration
-	// Traceparent, when set, returns the W3C traceparent of the job's context for TRACEPARENT.
-	Traceparent func(ctx context.Context) string
 }
 
 // Exec returns a Handler that runs an external command per job, in any language: the key as
 // JSON on stdin and as JETJOBS_KEY_<COLUMN> variables, plus JETJOBS_TABLE and
 // JETJOBS_ATTEMPT. Exit 0 is success, and a JSON object or array on stdout is inserted as
-// target rows; exit 75 is a retryable failure; any other exit is an error whose message is
+// target rows; exit 75 is a retryable failure; TRACEPARENT carries the job's trace context; any other exit is an error whose message is
 // the tail of stderr and whose stack is all of stderr.
 func Exec(opts ExecOptions) Handler {
 	return func(ctx context.Context, job *Job) (Result, error) {
@@ -64,12 +61,8 @@ func Exec(opts ExecOptions) Handler {
 		stdout := &tailBuffer{limit: maxCaptured}
 		stderr := &tailBuffer{limit: maxCaptured}
 		cmd.Stdout, cmd.Stderr = stdout, stderr
-		cmd.Env = append(os.Environ(), jobEnv(job)...)
-		if opts.Traceparent != nil {
-			if tp := opts.Traceparent(ctx); tp != "" {
-				cmd.Env = append(cmd.Env, EnvTraceparent+"="+tp)
-			}
-		}
+		// TRACEPARENT (and TRACESTATE, BAGGAGE) carry the job's trace context.
+		cmd.Env = tracing.AppendEnv(ctx, append(os.Environ(), jobEnv(job)...))
 		if err := cmd.Start(); err != nil {
 			return Result{}, fmt.Errorf("start handler %q: %w", opts.Command, err)
 		}

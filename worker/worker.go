@@ -12,11 +12,13 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetjobs/jetjobs/config"
 	"github.com/jetjobs/jetjobs/internal/cli"
 	"github.com/jetjobs/jetjobs/jobsdb"
 	"github.com/jetjobs/jetjobs/queue"
+	"github.com/jetjobs/jetjobs/tracing"
 )
 
 // Defaults of Options.
@@ -69,6 +71,10 @@ type Options struct {
 	Logger *slog.Logger
 	// OnFinish, when set, is called after each job's outcome is recorded (for progress bars).
 	OnFinish func(Event)
+	// Telemetry receives the worker's spans and metrics (tracing.Setup). Nil: none, at no
+	// cost. The scheduler's publish span, carried in each message's header, is the parent of
+	// the job's spans either way.
+	Telemetry *tracing.Telemetry
 }
 
 // Event reports one recorded outcome.
@@ -259,7 +265,7 @@ func (w *Worker) openTable(ctx context.Context, name string, id jobsdb.Identity,
 		jobs:      jobs,
 		queue:     q,
 		keeper:    newKeeper(jobs, interval, w.log.With("table", name)),
-		completer: newCompleter(w.opts.DB, jobs, giveUp),
+		completer: newCompleter(w.opts.Telemetry, w.opts.DB, jobs, giveUp),
 	}, nil
 }
 
@@ -366,7 +372,7 @@ func (w *Worker) idleDone(ctx context.Context, t *table) bool {
 func (w *Worker) start(ctx context.Context, t *table, msgs []queue.Msg, jobs *sync.WaitGroup) {
 	target := t.jobs.Target()
 	keys := make([]jobsdb.Key, 0, len(msgs))
-	byKey := make(map[string]queue.Msg, len(msgs))
+	byKey := make(map[string]*delivery, len(msgs))
 	for _, m := range msgs {
 		key, err := target.ParseKey(m.Key())
 		if err != nil {
@@ -376,17 +382,24 @@ func (w *Worker) start(ctx context.Context, t *table, msgs []queue.Msg, jobs *sy
 			w.releaseSlots(1)
 			continue
 		}
-		id := string(mustJSON(target, key))
+		keyJSON := mustJSON(target, key)
+		id := string(keyJSON)
 		if _, dup := byKey[id]; dup {
 			m.Ack(ctx)
 			w.releaseSlots(1)
 			continue
 		}
-		byKey[id] = m
+		byKey[id] = w.deliver(t, m, keyJSON)
 		keys = append(keys, key)
 	}
 	if len(keys) == 0 {
 		return
+	}
+	tel := w.opts.Telemetry
+	if tel.Enabled() {
+		for _, d := range byKey {
+			_, d.reserve = tel.StartDB(d.ctx, tracing.OpReserve, d.span)
+		}
 	}
 	// The reservation is not cancelled with ctx: a cancelled statement may still commit, and
 	// then the winners would be unknown. Jobs won after a stop are released by run.
@@ -395,34 +408,64 @@ func (w *Worker) start(ctx context.Context, t *table, msgs []queue.Msg, jobs *sy
 	cancel()
 	if err != nil {
 		w.log.Warn("reserving jobs failed; their messages come back later", "table", t.name, "jobs", len(keys), "err", err)
-		for _, m := range byKey {
-			m.NakWithDelay(messageRetryDelay)
+		for _, d := range byKey {
+			d.end(err)
+			d.msg.NakWithDelay(messageRetryDelay)
 		}
 		w.releaseSlots(len(keys))
 		return
 	}
-	won := make(map[string]bool, len(leases))
+	metrics := tel.Metrics()
+	metrics.Reserved(ctx, t.name, len(leases))
 	w.mu.Lock()
 	w.inflight += len(leases)
 	w.mu.Unlock()
 	for _, l := range leases {
 		id := string(mustJSON(target, l.Key))
-		won[id] = true
-		m := byKey[id]
-		jobs.Add(1)
-		go func() { defer jobs.Done(); w.run(ctx, t, l, m) }()
-	}
-	for id, m := range byKey {
-		if !won[id] {
-			// Not pending or not due any more: MySQL decided; the message is spent.
-			m.Ack(ctx)
-			w.releaseSlots(1)
+		d := byKey[id]
+		delete(byKey, id)
+		metrics.DispatchLag(ctx, t.name, l.ReservedTime.Sub(l.ScheduledTime))
+		d.span.Attempt = l.Attempts
+		if d.reserve != nil {
+			tracing.End(d.reserve, nil)
 		}
+		jobs.Add(1)
+		go func() { defer jobs.Done(); w.run(ctx, t, l, d) }()
+	}
+	for _, d := range byKey {
+		// Not pending or not due any more: MySQL decided; the message is spent.
+		d.end(nil)
+		d.msg.Ack(ctx)
+		w.releaseSlots(1)
 	}
 }
 
+// delivery is one message on its way through a job: its trace context (the scheduler's
+// publish span is its parent) and its spans.
+type delivery struct {
+	msg     queue.Msg
+	ctx     context.Context // carries the process span
+	span    tracing.Job
+	process trace.Span
+	reserve trace.Span // nil unless tracing is enabled
+}
+
+func (w *Worker) deliver(t *table, m queue.Msg, keyJSON []byte) *delivery {
+	d := &delivery{msg: m, span: tracing.Job{Table: t.name, Key: keyJSON, Priority: m.Priority()}}
+	d.ctx, d.process = w.opts.Telemetry.StartProcess(tracing.Extract(context.Background(), m.Header()), d.span)
+	return d
+}
+
+// end ends the delivery's spans.
+func (d *delivery) end(err error) {
+	if d.reserve != nil {
+		tracing.End(d.reserve, err)
+	}
+	tracing.End(d.process, err)
+}
+
 // run runs one reserved job and hands its outcome to the completer.
-func (w *Worker) run(takeCtx context.Context, t *table, lease jobsdb.Lease, msg queue.Msg) {
+func (w *Worker) run(takeCtx context.Context, t *table, lease jobsdb.Lease, d *delivery) {
 	target := t.jobs.Target()
 	job := &Job{
 		Table:    t.name,
@@ -431,16 +474,17 @@ func (w *Worker) run(takeCtx context.Context, t *table, lease jobsdb.Lease, msg 
 		Attempt:  lease.Attempts,
 		Priority: lease.Priority,
 	}
-	jobCtx, cancel := context.WithCancelCause(w.jobsCtx)
+	jobCtx, cancel := context.WithCancelCause(trace.ContextWithSpan(w.jobsCtx, d.process))
 	defer cancel(nil)
 	// The lease is renewed until the outcome is recorded, not just while the handler runs:
 	// an outcome waiting for its batch must not lose its job to an orphan recovery.
-	r := &running{lease: lease, msg: msg, cancel: cancel}
+	r := &running{lease: lease, msg: d.msg, cancel: cancel}
 	t.keeper.add(r)
 	settled := w.settled(t, job)
-	f := &finished{msg: msg, done: func(f *finished, applied bool, err error) {
+	f := &finished{msg: d.msg, ctx: d.ctx, span: d.span, done: func(f *finished, applied bool, err error) {
 		t.keeper.remove(r)
 		settled(f, applied, err)
+		tracing.End(d.process, err)
 	}}
 	f.outcome.Lease = lease
 	if takeCtx.Err() != nil {
@@ -450,7 +494,9 @@ func (w *Worker) run(takeCtx context.Context, t *table, lease jobsdb.Lease, msg 
 		return
 	}
 	began := time.Now()
-	result, err := w.call(jobCtx, job)
+	runCtx, span := w.opts.Telemetry.StartRun(jobCtx, d.span)
+	result, err := w.call(runCtx, job)
+	tracing.End(span, err)
 	f.outcome.Duration = time.Since(began)
 	switch {
 	case err == nil:
@@ -519,6 +565,7 @@ func (w *Worker) settled(t *table, job *Job) func(f *finished, applied bool, err
 			w.log.Warn("the job's lease was taken over; its outcome was discarded", "table", t.name, "key", string(job.KeyJSON))
 			event.Outcome = OutcomeLost
 		default:
+			w.count(f)
 			switch f.outcome.Kind {
 			case jobsdb.OutcomeSuccess:
 				w.summary.SuccessCount++
@@ -550,6 +597,28 @@ func (w *Worker) settled(t *table, job *Job) func(f *finished, applied bool, err
 		if w.opts.OnFinish != nil {
 			w.opts.OnFinish(event)
 		}
+	}
+}
+
+// count records a job's outcome in the metrics.
+func (w *Worker) count(f *finished) {
+	m := w.opts.Telemetry.Metrics()
+	if m == nil {
+		return
+	}
+	ctx, table := context.Background(), f.span.Table
+	switch f.outcome.Kind {
+	case jobsdb.OutcomeSuccess:
+		m.Completed(ctx, table, 1)
+	case jobsdb.OutcomeError:
+		m.Failed(ctx, table, 1)
+	case jobsdb.OutcomeRetry:
+		m.Retried(ctx, table, 1)
+	case jobsdb.OutcomeRelease:
+		m.Released(ctx, table, 1)
+	}
+	if f.outcome.Kind != jobsdb.OutcomeRelease {
+		m.JobDuration(ctx, table, f.outcome.Duration)
 	}
 }
 

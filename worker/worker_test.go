@@ -14,12 +14,15 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetjobs/jetjobs/config"
 	"github.com/jetjobs/jetjobs/internal/mysqltest"
 	"github.com/jetjobs/jetjobs/internal/natstest"
 	"github.com/jetjobs/jetjobs/jobsdb"
 	"github.com/jetjobs/jetjobs/queue"
+	"github.com/jetjobs/jetjobs/tracing"
+	"github.com/jetjobs/jetjobs/tracing/tracingtest"
 	"github.com/jetjobs/jetjobs/worker"
 )
 
@@ -421,4 +424,54 @@ func alive(pid int) bool {
 	}
 	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
 	return len(fields) > 0 && fields[0] != "Z"
+}
+
+func TestTelemetryCountsAndSpans(t *testing.T) {
+	b := setup(t, 10, func(j *config.Jobs) { j.MaxAttempts = 1 })
+	tel, rec := tracingtest.New(t)
+	w := b.worker(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
+		if !trace.SpanFromContext(ctx).SpanContext().IsValid() {
+			return worker.Result{}, errors.New("the handler's context carries no span")
+		}
+		if subjectID(job) <= 3 {
+			return worker.Result{}, errors.New("fails on purpose")
+		}
+		return worker.Result{}, nil
+	}, func(o *worker.Options) { o.SuppressErrors, o.Telemetry = true, tel })
+	sum, err := b.run(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.SuccessCount != 7 || len(sum.ErrorList) != 3 {
+		t.Fatalf("summary %+v", sum)
+	}
+	for name, want := range map[string]int64{
+		tracing.MetricReserved:  10,
+		tracing.MetricCompleted: 7,
+		tracing.MetricFailed:    3,
+	} {
+		if got := rec.Counter(t, name, b.table); got != want {
+			t.Errorf("%s = %d, want %d", name, got, want)
+		}
+	}
+	// Each job: process (root here, as nothing was published with a trace context) with
+	// reserve, run and complete or fail as children.
+	children := map[trace.SpanID][]string{}
+	roots := 0
+	for _, s := range rec.Ended() {
+		if strings.HasPrefix(s.Name(), "process ") {
+			roots++
+			continue
+		}
+		children[s.Parent().SpanID()] = append(children[s.Parent().SpanID()], strings.Fields(s.Name())[0])
+	}
+	if roots != 10 {
+		t.Errorf("%d process spans, want 10", roots)
+	}
+	for _, names := range children {
+		got := strings.Join(names, ",")
+		if !strings.Contains(got, "reserve") || !strings.Contains(got, "run") || !(strings.Contains(got, "complete") || strings.Contains(got, "fail")) {
+			t.Errorf("a job's spans are %s, want reserve, run and complete or fail", got)
+		}
+	}
 }

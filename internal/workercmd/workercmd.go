@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -24,6 +26,7 @@ import (
 	"github.com/jetjobs/jetjobs/internal/cli"
 	"github.com/jetjobs/jetjobs/jobsdb"
 	"github.com/jetjobs/jetjobs/queue"
+	"github.com/jetjobs/jetjobs/tracing"
 	"github.com/jetjobs/jetjobs/worker"
 )
 
@@ -46,10 +49,15 @@ releases the rest to pending; a second signal releases them at once.
 Exit codes: 0 done, 1 a job failed (without --suppress-errors) or the worker failed,
 2 bad usage or configuration.
 
-Environment: JETJOBS_CONFIG, JETJOBS_MYSQL_DSN, JETJOBS_NATS_URL, and OTEL_* for telemetry.
+Environment: JETJOBS_CONFIG, JETJOBS_MYSQL_DSN, JETJOBS_NATS_URL. Telemetry:
+OTEL_TRACES_EXPORTER and OTEL_METRICS_EXPORTER (otlp, console, none; default none) with the
+standard OTEL_EXPORTER_OTLP_* settings; the scheduler's trace context reaches each job's spans.
 
 Flags:
 `
+
+// httpTimeout bounds the metrics server's reads and shutdown, and the telemetry flush.
+const httpTimeout = 5 * time.Second
 
 type options struct {
 	exec           string
@@ -63,6 +71,7 @@ type options struct {
 	grace          time.Duration
 	output         string
 	logLevel       string
+	metricsAddr    string
 }
 
 // Main runs the worker program and returns its exit code.
@@ -82,6 +91,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.grace, "grace", worker.DefaultGrace, "on SIGTERM/SIGINT, how long running jobs may finish before they are released to pending")
 	fs.StringVarP(&o.output, "output", "o", "text", "summary format at exit: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus /metrics and /healthz over HTTP on this address, e.g. 127.0.0.1:9465; empty = no HTTP server")
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -138,11 +148,25 @@ func run(fs *pflag.FlagSet, cfgFlags *config.Flags, o options, log *slog.Logger,
 	}
 	defer nc.Drain()
 
+	tel, err := tracing.Setup(ctx, tracing.Options{ServiceName: "jetjobs-worker", Prometheus: o.metricsAddr != "", SetGlobal: true})
+	if err != nil {
+		return cli.Usagef("telemetry: %v", err)
+	}
+	defer shutdownTelemetry(tel, log)
+	if o.metricsAddr != "" {
+		stopHTTP, err := serveMetrics(o.metricsAddr, tel.MetricsHandler(), log)
+		if err != nil {
+			return err
+		}
+		defer stopHTTP()
+	}
+
 	opts := worker.Options{
 		DB: db, NATS: nc, Config: cfg, Tables: tables,
 		Handler:     worker.Exec(worker.ExecOptions{Command: o.exec, Timeout: o.timeout}),
 		Concurrency: o.concurrency, MaxCalls: o.maxCalls, SuppressErrors: o.suppressErrors,
 		MaxPriority: maxPriority, Once: o.once, Grace: o.grace, Logger: log,
+		Telemetry: tel,
 	}
 	if o.progress && isTerminal(stderr) {
 		bar := newProgressBar(ctx, db, cfg, tables, stderr)
@@ -218,6 +242,36 @@ func newProgressBar(ctx context.Context, db *sql.DB, cfg config.Config, tables [
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionClearOnFinish(),
 	)
+}
+
+// serveMetrics serves /metrics and /healthz on addr until the returned stop is called.
+func serveMetrics(addr string, metrics http.Handler, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, cli.Usagef("--metrics-addr %s: %v", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", metrics)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: httpTimeout}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), httpTimeout)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}, nil
+}
+
+func shutdownTelemetry(tel *tracing.Telemetry, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), httpTimeout)
+	defer cancel()
+	if err := tel.Shutdown(ctx); err != nil {
+		log.Warn("flushing telemetry failed", "err", err)
+	}
 }
 
 func isTerminal(w io.Writer) bool {
