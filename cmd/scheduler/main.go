@@ -31,6 +31,7 @@ import (
 	"github.com/jetjobs/jetjobs/internal/scheduler"
 	"github.com/jetjobs/jetjobs/jobsdb"
 	"github.com/jetjobs/jetjobs/queue"
+	"github.com/jetjobs/jetjobs/tracing"
 )
 
 const (
@@ -38,6 +39,10 @@ const (
 	defaultLogLevel       = "info"
 	// drainTimeout bounds the wait for the NATS connection to drain at shutdown.
 	drainTimeout = 5 * time.Second
+	// serviceName is the telemetry's service.name (OTEL_SERVICE_NAME overrides it).
+	serviceName = "jetjobs-scheduler"
+	// telemetryShutdownTimeout bounds the flush of traces and metrics at exit.
+	telemetryShutdownTimeout = 5 * time.Second
 )
 
 func main() {
@@ -84,7 +89,7 @@ func newFlagSet(stderr io.Writer) (*pflag.FlagSet, *flags) {
 	fs.StringVar(&f.embeddedStore, "embedded-nats-store", defaultStoreDir(),
 		"JetStream store directory of the embedded NATS server; the default is under the user cache directory ($XDG_CACHE_HOME or ~/.cache on Linux, ~/Library/Caches on macOS), since MySQL holds the truth and the scheduler republishes what a lost store held")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "",
-		"host:port of the HTTP server for /healthz (alive), /readyz (MySQL, NATS and leadership state) and /metrics; empty: no HTTP server")
+		"host:port of the HTTP server for /healthz (alive), /readyz (MySQL, NATS and leadership state) and /metrics (Prometheus text format); empty: no HTTP server")
 	fs.StringVar(&f.logLevel, "log-level", defaultLogLevel, "log level: debug, info, warn or error (logs go to stderr)")
 	fs.BoolVarP(&f.help, "help", "h", false, "show this help and exit")
 	return fs, f
@@ -117,6 +122,22 @@ Environment (flags override the environment, which overrides the config file):
   %-18s MySQL DSN, as --mysql
   %-18s NATS URL, as --nats
 
+Telemetry (OpenTelemetry; unset means none, so nothing is exported unless asked for):
+  %-22s otlp, console or none (default none): the publish span of each job,
+                         whose W3C trace context travels in the job's message so that the
+                         workers' spans for the job join its trace
+  %-22s otlp, console, prometheus or none (default none); prometheus serves
+                         /metrics on OTEL_EXPORTER_PROMETHEUS_HOST:PORT (localhost:9464)
+  The standard variables OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL (grpc or
+  http/protobuf, the default), OTEL_SERVICE_NAME (default %s),
+  OTEL_RESOURCE_ATTRIBUTES and the others are honoured; %s=true turns every
+  exporter off; %s=<file> appends every ended span to <file> as a JSON line.
+  With --metrics-addr, /metrics there serves the metrics in the Prometheus text format,
+  whatever %s says: jetjobs_jobs_published_total,
+  jetjobs_jobs_recovered_total, jetjobs_refresh_{added,removed}_total,
+  jetjobs_refresh_duration_seconds, and the gauges jetjobs_queue_pending,
+  jetjobs_queue_reserved and jetjobs_stream_depth (reported by a table's leader only).
+
 NATS: with no URL from --nats, %s or nats.url in the config file (or with
 --embedded-nats), the scheduler runs an embedded NATS server with JetStream on
 --embedded-nats-listen, storing streams in --embedded-nats-store.
@@ -129,7 +150,9 @@ republished when its message is older than 2·nats.ack_wait + lease_duration, in
 lost); nats.url, nats.credentials, nats.tls_*, nats.subject_prefix, nats.replicas, nats.ack_wait.
 
 Exit status: 0 after a clean stop, 1 on failure, 2 on bad usage or configuration.
-`, fs.FlagUsagesWrapped(110), config.EnvConfig, config.EnvMySQLDSN, config.EnvNATSURL, config.EnvNATSURL)
+`, fs.FlagUsagesWrapped(110), config.EnvConfig, config.EnvMySQLDSN, config.EnvNATSURL,
+		tracing.EnvTracesExporter, tracing.EnvMetricsExporter, serviceName, tracing.EnvSDKDisabled, tracing.EnvTraceFile,
+		tracing.EnvMetricsExporter, config.EnvNATSURL)
 }
 
 // run is the whole program; it returns the exit code.
@@ -195,6 +218,27 @@ func serve(ctx context.Context, fs *pflag.FlagSet, f *flags, log *slog.Logger, g
 		return err
 	}
 
+	tel, err := tracing.Setup(ctx, tracing.Options{
+		ServiceName: serviceName,
+		Prometheus:  f.metricsAddr != "",
+		SetGlobal:   true,
+		Getenv:      getenv,
+	})
+	if errors.Is(err, tracing.ErrUnsupported) {
+		return &cli.UsageError{Err: err}
+	}
+	if err != nil {
+		return fmt.Errorf("set up telemetry: %w", err)
+	}
+	defer func() {
+		// Last, after everything else has stopped: flush the spans and metrics they recorded.
+		sctx, cancel := context.WithTimeout(context.Background(), telemetryShutdownTimeout)
+		defer cancel()
+		if err := tel.Shutdown(sctx); err != nil {
+			log.Warn("telemetry not flushed; some spans or metrics are lost", "err", err)
+		}
+	}()
+
 	connect := queue.ConnectOptions{
 		URL:         cfg.NATS.URL,
 		Credentials: cfg.NATS.Credentials,
@@ -247,14 +291,15 @@ func serve(ctx context.Context, fs *pflag.FlagSet, f *flags, log *slog.Logger, g
 	defer drain(nc, log)
 
 	s := scheduler.New(scheduler.Options{
-		Config:   cfg,
-		Tables:   tables,
-		DB:       db,
-		NATS:     nc,
-		Identity: cli.Identity(cfg),
-		Logger:   log,
-		HTTPAddr: f.metricsAddr,
-		Metrics:  nil, // the tracing package's Prometheus handler, once it exists
+		Config:    cfg,
+		Tables:    tables,
+		DB:        db,
+		NATS:      nc,
+		Identity:  cli.Identity(cfg),
+		Logger:    log,
+		HTTPAddr:  f.metricsAddr,
+		Metrics:   tel.MetricsHandler(),
+		Telemetry: tel,
 	})
 	return s.Run(ctx)
 }

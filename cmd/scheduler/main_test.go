@@ -22,6 +22,7 @@ import (
 	"github.com/jetjobs/jetjobs/internal/leadership"
 	"github.com/jetjobs/jetjobs/internal/mysqltest"
 	"github.com/jetjobs/jetjobs/queue"
+	"github.com/jetjobs/jetjobs/tracing"
 )
 
 // envHelper makes the test binary run main() with the JSON-encoded arguments it holds, so
@@ -55,6 +56,7 @@ func TestHelp(t *testing.T) {
 		"--config", "--mysql", "--nats", "--embedded-nats", "--embedded-nats-listen", "--embedded-nats-store",
 		"--metrics-addr", "--log-level", "--help",
 		config.EnvConfig, config.EnvMySQLDSN, config.EnvNATSURL,
+		tracing.EnvTracesExporter, tracing.EnvMetricsExporter, "(default none)", "jetjobs_jobs_published_total",
 		`(default "127.0.0.1:4222")`, `(default "info")`, "jetjobs", "/healthz", "/readyz", "/metrics",
 		"Exit status",
 	} {
@@ -99,6 +101,9 @@ func TestUsageErrors(t *testing.T) {
 		{"bad DSN", []string{"--mysql", "root@nowhere(", "a.b"}, nil, "mysql.dsn"},
 		{"bad embedded NATS address", []string{"--embedded-nats-listen", "nonsense", "a.b"}, nil, "--embedded-nats-listen"},
 		{"embedded NATS beyond loopback", []string{"--embedded-nats-listen", "0.0.0.0:4222", "a.b"}, nil, "loopback"},
+		{"unknown traces exporter", []string{"a.b"}, map[string]string{tracing.EnvTracesExporter: "zipkin"}, tracing.EnvTracesExporter + `="zipkin"`},
+		{"unknown metrics exporter", []string{"a.b"}, map[string]string{tracing.EnvMetricsExporter: "otlp,statsd"}, "statsd"},
+		{"unknown OTLP protocol", []string{"a.b"}, map[string]string{tracing.EnvTracesExporter: "otlp", tracing.EnvOTLPProtocol: "http/json"}, tracing.EnvOTLPProtocol},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -262,6 +267,15 @@ func TestRunWithEmbeddedNATS(t *testing.T) {
 	if !slices.Equal(keys, want) {
 		t.Errorf("published keys %v, want %v", keys, want)
 	}
+	var metrics string
+	waitFor(t, 20*time.Second, "/metrics counts the 3 published jobs", func() bool {
+		var code int
+		code, metrics = httpGet(base + "/metrics")
+		return code == http.StatusOK && metricValue(metrics, "jetjobs_jobs_published_total", table) == "3"
+	})
+	if v := metricValue(metrics, "jetjobs_refresh_added_total", table); v != "3" {
+		t.Errorf("/metrics: jetjobs_refresh_added_total for %s = %q, want 3", table, v)
+	}
 
 	cancel()
 	select {
@@ -282,6 +296,21 @@ func TestRunWithEmbeddedNATS(t *testing.T) {
 	if !logs.contains("embedded NATS server stopped") {
 		t.Error("the embedded NATS server was not shut down")
 	}
+}
+
+// metricValue returns the value of the Prometheus sample name{…jetjobs_table="table"…} in a
+// /metrics body, or "".
+func metricValue(body, name, table string) string {
+	for line := range strings.Lines(body) {
+		labels, ok := strings.CutPrefix(line, name+"{")
+		if !ok || !strings.Contains(labels, `jetjobs_table="`+table+`"`) {
+			continue
+		}
+		if fields := strings.Fields(labels); len(fields) > 1 {
+			return fields[len(fields)-1]
+		}
+	}
+	return ""
 }
 
 func TestSIGTERMStopsCleanly(t *testing.T) {

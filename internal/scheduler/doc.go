@@ -32,6 +32,24 @@
 // scheduler runs is recreated by the queue package on the next publish, and the jobs whose
 // messages went with it are republished after RedispatchAfter.
 //
+// # Telemetry
+//
+// With Options.Telemetry (package tracing) the leader of a table records:
+//
+//   - a publish span per job published (tracing's StartPublish), whose W3C trace context goes
+//     into the message header, so that the worker's spans for the job are its children. It
+//     ends when the batch's publish returns, with the batch's error on the messages that were
+//     not stored. With tracing off there is no per-job work at all;
+//   - jetjobs.jobs.published: the messages a dispatch pass stored in the stream (not the
+//     republishes that found their message still there);
+//   - jetjobs.refresh.{duration,added,removed} per successful refresh;
+//   - jetjobs.jobs.recovered: expired leases returned to pending, by the recovery and by the
+//     refresh (which runs the same recovery);
+//   - the gauges jetjobs.queue.{pending,reserved} (a count per status of the jobs table) and
+//     jetjobs.stream.depth (messages waiting per priority). The leader samples them after each
+//     refresh and every GaugeInterval; a collection reports the last samples and queries
+//     nothing. Only a table's leader reports them: a standby reports nothing for the table.
+//
 // # Invariants
 //
 //   - Leader-only work (refresh, recovery, dispatch) runs only inside the leader function of

@@ -17,6 +17,7 @@ import (
 	"github.com/jetjobs/jetjobs/internal/cli"
 	"github.com/jetjobs/jetjobs/internal/leadership"
 	"github.com/jetjobs/jetjobs/jobsdb"
+	"github.com/jetjobs/jetjobs/tracing"
 )
 
 // Defaults of Options.
@@ -39,6 +40,9 @@ const (
 	PublishTimeoutDefault = 30 * time.Second
 	// ShutdownTimeout bounds the HTTP server's graceful shutdown.
 	ShutdownTimeout = 5 * time.Second
+	// GaugeIntervalDefault is how often a table's leader samples its jobs table and stream
+	// for the gauges when metrics are on.
+	GaugeIntervalDefault = 5 * time.Second
 )
 
 // Options configure a Scheduler. DB, NATS, Config and Tables are required; zero values of the
@@ -64,9 +68,22 @@ type Options struct {
 	// HTTPAddr, when not empty, is where Run serves /healthz, /readyz and /metrics (see
 	// Handler). Default: no HTTP server.
 	HTTPAddr string
-	// Metrics serves /metrics when not nil (the tracing package's Prometheus handler). Nil:
-	// /metrics answers 404.
+	// Metrics serves /metrics when not nil (Telemetry.MetricsHandler, the tracing package's
+	// Prometheus handler). Nil: /metrics answers 404.
 	Metrics http.Handler
+	// Telemetry records traces and metrics (tracing.Setup). With tracing on, each job's
+	// message gets a publish span whose W3C trace context travels in the message header, so
+	// that the worker's spans for the job join its trace. With metrics on, the leader of a
+	// table counts published, refreshed and recovered jobs and reports the table's pending and
+	// reserved jobs and stream depth (see GaugeInterval). Default nil: disabled, at no cost
+	// per job.
+	Telemetry *tracing.Telemetry
+	// GaugeInterval is how often the leader of a table samples its jobs table (a GROUP BY
+	// status count) and its stream's consumers for the gauges; it also samples after each
+	// refresh. The gauges report these samples: a collection (a Prometheus scrape) never
+	// queries MySQL or NATS. Shorter is fresher but costs a count over the jobs table each
+	// time. Only with metrics on. Default GaugeIntervalDefault (5 s).
+	GaugeInterval time.Duration
 
 	// PollInterval caps the sleep between dispatch passes. Default PollIntervalDefault (1 s).
 	PollInterval time.Duration
@@ -125,6 +142,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.PublishTimeout <= 0 {
 		o.PublishTimeout = PublishTimeoutDefault
+	}
+	if o.GaugeInterval <= 0 {
+		o.GaugeInterval = GaugeIntervalDefault
 	}
 	return o
 }

@@ -122,6 +122,7 @@ func (t *table) lead(ctx context.Context, jobs *jobsdb.Jobs) {
 		recoverBackoff:  t.newBackoff(),
 		dispatchBackoff: t.newBackoff(),
 	}
+	defer l.observe()()
 	l.loop(ctx)
 }
 
@@ -132,8 +133,9 @@ type leaderLoop struct {
 	target *jobsdb.Target
 	stream *queue.Table
 
-	nextRefresh, nextRecover                        time.Time // zero: at once
+	nextRefresh, nextRecover, nextSample            time.Time // zero: at once
 	refreshBackoff, recoverBackoff, dispatchBackoff *backoff.ExponentialBackOff
+	gauges                                          *gauges // nil when metrics are off
 }
 
 func (l *leaderLoop) loop(ctx context.Context) {
@@ -158,6 +160,8 @@ func (l *leaderLoop) pass(ctx context.Context) time.Time {
 	o := &l.t.s.opts
 	log := l.t.log
 	autoRefresh := o.Config.Jobs.AutoRefresh
+	metrics := o.Telemetry.Metrics()
+	refreshed := false
 
 	if now := time.Now(); autoRefresh && !now.Before(l.nextRefresh) {
 		res, err := l.jobs.Refresh(ctx, jobsdb.RefreshOptions{
@@ -174,12 +178,17 @@ func (l *leaderLoop) pass(ctx context.Context) time.Time {
 			l.nextRefresh = time.Now().Add(next)
 		default:
 			l.refreshBackoff.Reset()
+			took := time.Since(now)
+			metrics.RefreshDone(ctx, l.t.name, took, res.Added, res.Removed)
+			// Refresh recovers expired leases too, as the recovery below does.
+			metrics.Recovered(ctx, l.t.name, res.Orphaned)
+			refreshed = true
 			level := slog.LevelDebug
 			if res.Added+res.Removed+res.Orphaned+res.RePended > 0 {
 				level = slog.LevelInfo
 			}
 			log.Log(ctx, level, "refreshed", "added", res.Added, "removed", res.Removed,
-				"orphaned", res.Orphaned, "re_pended", res.RePended, "took", time.Since(now).Round(time.Millisecond))
+				"orphaned", res.Orphaned, "re_pended", res.RePended, "took", took.Round(time.Millisecond))
 			l.nextRefresh = now.Add(o.Config.Jobs.RefreshInterval.Duration())
 		}
 	}
@@ -198,6 +207,7 @@ func (l *leaderLoop) pass(ctx context.Context) time.Time {
 			l.nextRecover = time.Now().Add(next)
 		default:
 			l.recoverBackoff.Reset()
+			metrics.Recovered(ctx, l.t.name, n)
 			if n > 0 {
 				log.Info("recovered jobs whose lease expired", "jobs", n)
 			}
@@ -222,6 +232,21 @@ func (l *leaderLoop) pass(ctx context.Context) time.Time {
 	} else {
 		l.dispatchBackoff.Reset()
 	}
+
+	// The gauges' samples: after each refresh, so that they show its jobs, and every
+	// GaugeInterval, so that they follow the workers.
+	if l.gauges != nil {
+		if now := time.Now(); refreshed || !now.Before(l.nextSample) {
+			l.sample(ctx)
+			if ctx.Err() != nil {
+				return time.Now()
+			}
+			l.nextSample = now.Add(o.GaugeInterval)
+		}
+		if l.nextSample.Before(wake) {
+			wake = l.nextSample
+		}
+	}
 	if autoRefresh && l.nextRefresh.Before(wake) {
 		wake = l.nextRefresh
 	}
@@ -236,7 +261,11 @@ func (l *leaderLoop) pass(ctx context.Context) time.Time {
 func (l *leaderLoop) dispatch(ctx context.Context) (time.Time, error) {
 	o := &l.t.s.opts
 	ev := DispatchEvent{Table: l.t.name}
+	stored := 0 // new messages in the stream, whether marked dispatched or not
 	defer func() {
+		if stored > 0 {
+			o.Telemetry.Metrics().Published(ctx, l.t.name, stored)
+		}
 		if ev.Published > 0 {
 			if err := l.stream.Wake(); err != nil {
 				l.t.log.Warn("waking workers failed; they find the jobs at their next poll", "err", err)
@@ -269,11 +298,20 @@ func (l *leaderLoop) dispatch(ctx context.Context) (time.Time, error) {
 			msgs = append(msgs, queue.Message{Priority: job.Priority, Key: data})
 			keys = append(keys, job.Key)
 		}
+		spans := l.startPublishSpans(ctx, msgs)
 		pctx, cancel := context.WithTimeout(ctx, o.PublishTimeout)
 		published, err := l.stream.Publish(pctx, msgs)
 		cancel()
 		if len(published) != len(msgs) {
-			return time.Time{}, fmt.Errorf("publish %d jobs: queue reported %d results (%v)", len(msgs), len(published), err)
+			err = fmt.Errorf("publish %d jobs: queue reported %d results (%v)", len(msgs), len(published), err)
+			endPublishSpans(spans, nil, err)
+			return time.Time{}, err
+		}
+		endPublishSpans(spans, published, err)
+		for _, p := range published {
+			if p {
+				stored++
+			}
 		}
 		if err != nil {
 			// published[i] still tells which messages were stored; the others (refused as
