@@ -32,7 +32,7 @@ const waitTimeout = 60 * time.Second
 
 // bundle is a test's world: a pipeline of keys with pending jobs, published to a stream.
 type bundle struct {
-	t     *testing.T
+	t     testing.TB
 	db    *mysqltest.DB
 	nc    *nats.Conn
 	cfg   config.Config
@@ -45,6 +45,11 @@ type bundle struct {
 func setup(t *testing.T, n int, jobs func(*config.Jobs)) *bundle {
 	t.Helper()
 	t.Parallel()
+	return newBundle(t, n, jobs)
+}
+
+func newBundle(t testing.TB, n int, jobs func(*config.Jobs)) *bundle {
+	t.Helper()
 	db := mysqltest.New(t)
 	db.Exec(t,
 		"CREATE TABLE subject (subject_id int NOT NULL PRIMARY KEY)",

@@ -1,0 +1,43 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jetjobs/jetjobs/worker"
+)
+
+// BenchmarkWorkerThroughput measures the whole hot path in one process: fetch from JetStream
+// (embedded server), reserve a fetch's jobs in one statement, run a no-op Go handler, record
+// outcomes in batches and ack. It reports jobs/s over 20,000 jobs per iteration, by the number
+// of jobs the worker runs at once (which bounds the fetch and reservation batch).
+func BenchmarkWorkerThroughput(b *testing.B) {
+	const jobs = 20000
+	for _, concurrency := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("concurrency=%d", concurrency), func(b *testing.B) {
+			var elapsed time.Duration
+			for range b.N {
+				b.StopTimer()
+				bun := newBundle(b, jobs, nil)
+				w, err := worker.New(worker.Options{
+					DB: bun.db.SQL, NATS: bun.nc, Config: bun.cfg, Tables: []string{bun.table},
+					Handler:     func(context.Context, *worker.Job) (worker.Result, error) { return worker.Result{}, nil },
+					Concurrency: concurrency, Once: true,
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				began := time.Now()
+				sum, err := w.Run(context.Background())
+				elapsed += time.Since(began)
+				if err != nil || sum.SuccessCount != jobs {
+					b.Fatalf("ran %d of %d jobs: %v", sum.SuccessCount, jobs, err)
+				}
+			}
+			b.ReportMetric(float64(jobs*b.N)/elapsed.Seconds(), "jobs/s")
+		})
+	}
+}
