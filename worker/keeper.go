@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jetjobs/jetjobs/jobsdb"
@@ -15,6 +16,11 @@ type running struct {
 	lease  jobsdb.Lease
 	msg    queue.Msg
 	cancel context.CancelCauseFunc
+	// finishing is set once the handler returned and the outcome waits to be recorded: the
+	// lease is still renewed, but a lost lease then cancels nothing (the recording is fenced
+	// and reports it), and a job recorded between the heartbeat's snapshot and its statement
+	// is not mistaken for a lost one.
+	finishing atomic.Bool
 }
 
 // keeper keeps a table's running jobs alive: every tick it renews all their leases in MySQL
@@ -91,7 +97,7 @@ func (k *keeper) tick(ctx context.Context) {
 		isLost[k.leaseID(l)] = true
 	}
 	for _, r := range jobs {
-		if isLost[k.leaseID(r.lease)] {
+		if isLost[k.leaseID(r.lease)] && !r.finishing.Load() {
 			k.log.Warn("lease lost; cancelling the job", "key", string(mustJSON(k.jobs.Target(), r.lease.Key)))
 			r.cancel(jobsdb.ErrLeaseLost)
 		}

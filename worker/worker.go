@@ -490,6 +490,7 @@ func (w *Worker) run(takeCtx context.Context, t *table, lease jobsdb.Lease, d *d
 	if takeCtx.Err() != nil {
 		// The worker was told to stop between the fetch and the reservation.
 		f.outcome.Kind = jobsdb.OutcomeRelease
+		r.finishing.Store(true)
 		t.completer.add(f)
 		return
 	}
@@ -517,6 +518,7 @@ func (w *Worker) run(takeCtx context.Context, t *table, lease jobsdb.Lease, d *d
 			f.outcome.Message = fmt.Sprintf("%s (attempt %d of %d)", f.outcome.Message, lease.Attempts, w.opts.Config.Jobs.MaxAttempts)
 		}
 	}
+	r.finishing.Store(true)
 	t.completer.add(f)
 }
 
