@@ -71,6 +71,13 @@ func newBundle(t testing.TB, n int, jobs func(*config.Jobs)) *bundle {
 	if jobs != nil {
 		jobs(&cfg.Jobs)
 	}
+	// The pool the programs use (interpolated parameters, pool size), not the harness's.
+	pool, err := jobsdb.Open(context.Background(), db.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pool.Close() })
+	db.SQL = pool
 	b := &bundle{t: t, db: db, nc: nc, cfg: cfg, table: db.Name + ".__result"}
 	target, err := jobsdb.Inspect(context.Background(), db.SQL, b.table, "")
 	if err != nil {
