@@ -31,6 +31,12 @@ const (
 	// MaxBatchesPerPass bounds one dispatch pass (BatchSize·MaxBatchesPerPass jobs), so that
 	// refresh and recovery still run while a huge backlog is being published.
 	MaxBatchesPerPass = 100
+	// DispatchWindowDefault bounds the messages waiting in a table's stream: the scheduler
+	// publishes due jobs only while fewer wait, so a backlog of millions stays in MySQL (where
+	// it is cheap) and JetStream holds what workers will take soon. Servers slow down with
+	// tens of thousands of waiting messages (pulls walk them), and priorities stay sharp: a
+	// newly due urgent job never queues behind a million published ones.
+	DispatchWindowDefault = 20000
 	// MinRecoverInterval is the shortest default recovery interval (lease_duration/4).
 	MinRecoverInterval = time.Second
 	// ErrorBackoffMaxDefault caps the exponential wait between retries of a failing step.
@@ -98,6 +104,9 @@ type Options struct {
 	RedispatchAfter time.Duration
 	// BatchSize of dispatch. Default BatchSizeDefault (1000).
 	BatchSize int
+	// DispatchWindow is the most messages left waiting in a table's stream before the
+	// scheduler stops publishing until workers drain it. Default DispatchWindowDefault.
+	DispatchWindow int
 	// ErrorBackoffMax caps the wait between retries of a failing step. Default
 	// ErrorBackoffMaxDefault (10 s).
 	ErrorBackoffMax time.Duration
@@ -136,6 +145,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = BatchSizeDefault
+	}
+	if o.DispatchWindow <= 0 {
+		o.DispatchWindow = DispatchWindowDefault
 	}
 	if o.ErrorBackoffMax <= 0 {
 		o.ErrorBackoffMax = ErrorBackoffMaxDefault

@@ -279,6 +279,22 @@ func (r *receiver) ack(id int) {
 	r.t.Fatalf("no received message for subject %d", id)
 }
 
+// dispatched counts the jobs marked as published.
+func (b *bundle) dispatched(t *testing.T) int {
+	t.Helper()
+	jobs, err := b.jobs.List(t.Context(), jobsdb.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, j := range jobs {
+		if j.DispatchedTime != nil {
+			n++
+		}
+	}
+	return n
+}
+
 func seq(from, to int) []int {
 	var s []int
 	for i := from; i <= to; i++ {
@@ -310,6 +326,42 @@ func TestScheduler(t *testing.T) {
 				t.Parallel()
 				testPublishesOnce(t, setupOn(t, srv.URL, 25))
 			})
+		}
+	})
+
+	t.Run("the stream holds at most the dispatch window; the rest follows as workers drain it", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, 30)
+		b.start(t, func(o *scheduler.Options) { o.DispatchWindow = 10 })
+		waitFor(t, 30*time.Second, "the first window published", func() bool {
+			st, err := b.stream.State(t.Context())
+			return err == nil && len(st) == 1 && st[0].Waiting == 10
+		})
+		if n := b.dispatched(t); n != 10 {
+			t.Fatalf("%d jobs marked dispatched with a window of 10", n)
+		}
+		rcv := b.receiver(t)
+		var got []int
+		for len(got) < 30 {
+			ids := rcv.fetch(10, 30*time.Second)
+			if len(ids) == 0 {
+				t.Fatalf("the rest of the backlog was not published after %d jobs", len(got))
+			}
+			for _, id := range ids {
+				rcv.ack(id)
+			}
+			got = append(got, ids...)
+			st, err := b.stream.State(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st[0].Waiting > 10 {
+				t.Fatalf("%d messages waiting, above the window of 10", st[0].Waiting)
+			}
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, seq(1, 30)) {
+			t.Errorf("received %v, want every job once", got)
 		}
 	})
 

@@ -258,6 +258,22 @@ func (l *leaderLoop) pass(ctx context.Context) time.Time {
 
 // dispatch publishes the jobs that need a message, then returns when the next delayed job
 // becomes due (capped by PollInterval).
+// room is how many messages may be published before the stream holds DispatchWindow
+// waiting ones. When the stream's state cannot be read, the window is not enforced: MySQL's
+// dispatched_time still keeps one message per job.
+func (l *leaderLoop) room(ctx context.Context) int {
+	window := l.t.s.opts.DispatchWindow
+	state, err := l.stream.State(ctx)
+	if err != nil {
+		l.t.log.Debug("reading the stream's state failed; publishing without a window", "err", err)
+		return window
+	}
+	for _, p := range state {
+		window -= int(p.Waiting)
+	}
+	return window
+}
+
 func (l *leaderLoop) dispatch(ctx context.Context) (time.Time, error) {
 	o := &l.t.s.opts
 	ev := DispatchEvent{Table: l.t.name}
@@ -279,8 +295,13 @@ func (l *leaderLoop) dispatch(ctx context.Context) (time.Time, error) {
 		}
 	}()
 
+	room := l.room(ctx)
 	for range MaxBatchesPerPass {
-		due, err := l.jobs.DueForDispatch(ctx, o.BatchSize, o.RedispatchAfter)
+		if room <= 0 {
+			break
+		}
+		limit := min(o.BatchSize, room)
+		due, err := l.jobs.DueForDispatch(ctx, limit, o.RedispatchAfter)
 		if err != nil {
 			return time.Time{}, fmt.Errorf("find due jobs: %w", err)
 		}
@@ -337,11 +358,12 @@ func (l *leaderLoop) dispatch(ctx context.Context) (time.Time, error) {
 		for _, p := range published {
 			if p {
 				ev.Published++
+				room--
 			} else {
 				ev.AlreadyQueued++
 			}
 		}
-		if len(due) < o.BatchSize {
+		if len(due) < limit {
 			break
 		}
 	}
