@@ -25,5 +25,9 @@ lint: ## gofmt and go vet
 bench: ## run the benchmarks and print their figures (BENCH=regexp, BENCHTIME=Nx or duration)
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem $(PKGS)
 
+demo: build ## run the sample pipeline on this machine (MySQL at JETJOBS_MYSQL_DSN or a private MariaDB); Ctrl-C stops it
+	$(GO) build -o $(BIN)/demo ./demo
+	@$(BIN)/demo
+
 clean: ## remove built binaries
 	rm -rf $(BIN)

@@ -2,9 +2,9 @@
 //
 // The server is JETJOBS_TEST_MYSQL_DSN, default root@tcp(127.0.0.1:3306)/. When none answers
 // there and a mariadbd (or mysqld) binary exists, the first test starts a private throwaway
-// instance (empty datadir, --skip-grant-tables, a free loopback port) that Main removes after
-// the package's tests. When neither is available the tests fail with a message saying how to
-// provide a server; they never skip.
+// instance (package mysqlserver: an empty data directory, a free loopback port) that Main
+// removes after the package's tests. When neither is available the tests fail with a message
+// saying how to provide a server; they never skip.
 //
 // Packages that use it call Main from TestMain:
 //
@@ -12,21 +12,18 @@
 package mysqltest
 
 import (
-	"context"
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/jetjobs/jetjobs/internal/mysqlserver"
 )
 
 // EnvDSN names the server to test against.
@@ -35,16 +32,11 @@ const EnvDSN = "JETJOBS_TEST_MYSQL_DSN"
 // DefaultDSN is used when EnvDSN is unset.
 const DefaultDSN = "root@tcp(127.0.0.1:3306)/"
 
-const (
-	pingTimeout    = 3 * time.Second
-	startupTimeout = 60 * time.Second
-)
-
 var (
 	once      sync.Once
 	serverDSN string
 	serverErr error
-	private   *Private
+	private   *mysqlserver.Server
 )
 
 // Main runs the package's tests, then the cleanups, then stops a private server if one was
@@ -64,11 +56,17 @@ func Main(m *testing.M, cleanups ...func()) {
 // one if needed; it fails the test when there is none.
 func ServerDSN(t testing.TB) string {
 	t.Helper()
-	once.Do(func() { serverDSN, serverErr = resolve() })
-	if serverErr != nil {
-		t.Fatal(serverErr)
+	dsn, err := Server()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return serverDSN
+	return dsn
+}
+
+// Server is ServerDSN for code without a testing.TB, such as runnable examples.
+func Server() (string, error) {
+	once.Do(func() { serverDSN, serverErr = resolve() })
+	return serverDSN, serverErr
 }
 
 func resolve() (string, error) {
@@ -76,147 +74,26 @@ func resolve() (string, error) {
 	if dsn == "" {
 		dsn = DefaultDSN
 	}
-	pingErr := ping(dsn)
+	pingErr := mysqlserver.Ping(dsn)
 	if pingErr == nil {
 		return dsn, nil
 	}
-	bin := ServerBinary()
+	bin := mysqlserver.Binary()
 	if bin == "" {
 		return "", fmt.Errorf("no MySQL/MariaDB server answers at %s (%v) and no mariadbd or mysqld binary is installed: "+
-			"start a server, set %s to its DSN, or install one (apt-get install mariadb-server)", dsn, pingErr, EnvDSN)
+			"start a server, set %s to its DSN, or %s", dsn, pingErr, EnvDSN, mysqlserver.InstallHint)
 	}
 	dir, err := os.MkdirTemp("", "jetjobs-mysqltest-")
 	if err != nil {
 		return "", err
 	}
-	p, err := StartPrivate(bin, dir)
+	p, err := mysqlserver.Start(bin, dir)
 	if err != nil {
 		os.RemoveAll(dir)
 		return "", fmt.Errorf("no server at %s (%v), and starting a private one failed: %w", dsn, pingErr, err)
 	}
 	private = p
 	return p.DSN, nil
-}
-
-func ping(dsn string) error {
-	db, err := sql.Open("mysql", dsn)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), pingTimeout)
-	defer cancel()
-	return db.PingContext(ctx)
-}
-
-// ServerBinary returns the path of a mariadbd or mysqld binary, or "".
-func ServerBinary() string {
-	for _, name := range []string{"mariadbd", "mysqld"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-		for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/usr/local/mysql/bin"} {
-			p := filepath.Join(dir, name)
-			if _, err := os.Stat(p); err == nil {
-				return p
-			}
-		}
-	}
-	return ""
-}
-
-// Private is a throwaway server process with its own data directory.
-type Private struct {
-	DSN  string
-	Dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// StartPrivate starts bin on a free loopback port with an empty data directory under dir and
-// waits until it accepts connections.
-func StartPrivate(bin, dir string) (*Private, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	data := filepath.Join(dir, "data")
-	if err := os.MkdirAll(data, 0o755); err != nil {
-		return nil, err
-	}
-	logFile, err := os.Create(filepath.Join(dir, "server.log"))
-	if err != nil {
-		return nil, err
-	}
-	defer logFile.Close()
-	args := []string{
-		"--no-defaults",
-		"--datadir=" + data,
-		"--skip-grant-tables",
-		"--bind-address=127.0.0.1",
-		fmt.Sprintf("--port=%d", port),
-		"--socket=" + filepath.Join(dir, "mysqld.sock"),
-		"--pid-file=" + filepath.Join(dir, "mysqld.pid"),
-		"--skip-log-bin",
-		"--innodb-buffer-pool-size=256M",
-		"--max-connections=500",
-	}
-	if os.Geteuid() == 0 {
-		args = append(args, "--user=root")
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &Private{DSN: fmt.Sprintf("root@tcp(127.0.0.1:%d)/", port), Dir: dir, cmd: cmd, done: make(chan struct{})}
-	go func() { cmd.Wait(); close(p.done) }()
-	deadline := time.Now().Add(startupTimeout)
-	for {
-		if err := ping(p.DSN); err == nil {
-			return p, nil
-		}
-		select {
-		case <-p.done:
-			log, _ := os.ReadFile(filepath.Join(dir, "server.log"))
-			return nil, fmt.Errorf("%s exited during startup: %s", bin, tail(string(log), 2000))
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			p.Stop()
-			return nil, fmt.Errorf("%s did not accept connections within %v", bin, startupTimeout)
-		}
-	}
-}
-
-// Stop terminates the server and removes its directory.
-func (p *Private) Stop() {
-	if p.cmd.Process != nil {
-		p.cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-p.done:
-		case <-time.After(20 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-	}
-	os.RemoveAll(p.Dir)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
 }
 
 // DB is one test's database.
