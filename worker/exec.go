@@ -35,7 +35,10 @@ const (
 
 // ExecOptions configure an external command handler.
 type ExecOptions struct {
-	// Command is run by /bin/sh -c, so it may hold arguments, pipes and redirections.
+	// Command is the handler's command line. Without shell syntax (quotes, pipes,
+	// redirections, variables, globs…) it is run directly, so the handler process itself dies
+	// with a killed worker; otherwise by /bin/sh -c (a killed worker then kills the shell,
+	// and a handler that must not outlive it should be started with exec).
 	Command string
 	// Timeout kills the command's whole process group after this long; 0 means no limit.
 	Timeout time.Duration
@@ -53,7 +56,7 @@ func Exec(opts ExecOptions) Handler {
 			ctx, cancel = context.WithTimeout(ctx, opts.Timeout)
 			defer cancel()
 		}
-		cmd := exec.Command("/bin/sh", "-c", opts.Command)
+		cmd := command(opts.Command)
 		// Its own process group, so a timeout kills everything it started; killed with the
 		// worker, so a crashed worker leaves no handler running under a lease nobody renews.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -123,6 +126,17 @@ func (e *ExecError) Error() string { return e.Message }
 
 // Stack returns all of the handler's stderr.
 func (e *ExecError) Stack() string { return e.Stderr }
+
+// shellSyntax lists the characters that make a command line need /bin/sh.
+const shellSyntax = "|&;<>()$`\\\"'*?[#~=%{}!\n"
+
+// command runs line directly when it is a plain program and arguments, else through the shell.
+func command(line string) *exec.Cmd {
+	if fields := strings.Fields(line); len(fields) > 0 && !strings.ContainsAny(line, shellSyntax) {
+		return exec.Command(fields[0], fields[1:]...)
+	}
+	return exec.Command("/bin/sh", "-c", line)
+}
 
 func jobEnv(job *Job) []string {
 	env := []string{EnvTable + "=" + job.Table, EnvAttempt + "=" + strconv.Itoa(job.Attempt)}

@@ -333,13 +333,10 @@ func TestScheduler(t *testing.T) {
 		t.Parallel()
 		b := setup(t, 30)
 		b.start(t, func(o *scheduler.Options) { o.DispatchWindow = 10 })
-		waitFor(t, 30*time.Second, "the first window published", func() bool {
+		waitFor(t, 30*time.Second, "the first window published and marked", func() bool {
 			st, err := b.stream.State(t.Context())
-			return err == nil && len(st) == 1 && st[0].Waiting == 10
+			return err == nil && len(st) == 1 && st[0].Waiting == 10 && b.dispatched(t) == 10
 		})
-		if n := b.dispatched(t); n != 10 {
-			t.Fatalf("%d jobs marked dispatched with a window of 10", n)
-		}
 		rcv := b.receiver(t)
 		var got []int
 		for len(got) < 30 {

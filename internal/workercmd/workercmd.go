@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -168,10 +169,12 @@ func run(fs *pflag.FlagSet, cfgFlags *config.Flags, o options, log *slog.Logger,
 		MaxPriority: maxPriority, Once: o.once, Grace: o.grace, Logger: log,
 		Telemetry: tel,
 	}
+	var bar *progressBar
 	if o.progress && isTerminal(stderr) {
-		bar := newProgressBar(ctx, db, cfg, tables, stderr)
-		opts.OnFinish = func(worker.Event) { bar.Add(1) }
-		defer bar.Finish()
+		bar = newProgressBar(ctx, db, cfg, tables, stderr)
+		opts.OnFinish = bar.count
+		// Log lines go above the bar, not into it.
+		opts.Logger = slog.New(slog.NewTextHandler(bar, &slog.HandlerOptions{Level: logLevel(log)}))
 	}
 	w, err := worker.New(opts)
 	if err != nil {
@@ -179,6 +182,9 @@ func run(fs *pflag.FlagSet, cfgFlags *config.Flags, o options, log *slog.Logger,
 	}
 	go handleSignals(stop, w, log)
 	summary, runErr := w.Run(ctx)
+	if bar != nil {
+		bar.close()
+	}
 	if err := printSummary(stdout, o.output, summary); err != nil {
 		return err
 	}
@@ -217,9 +223,16 @@ func firstLine(s string) string {
 	return line
 }
 
-// newProgressBar counts the due and running jobs of the tables as the bar's total.
-func newProgressBar(ctx context.Context, db *sql.DB, cfg config.Config, tables []string, w io.Writer) *progressbar.ProgressBar {
-	total := int64(-1)
+// progressBar shows the jobs finished (succeeded or failed) out of those due or running
+// when the worker started; it is also the log writer, so log lines appear above the bar.
+type progressBar struct {
+	mu  sync.Mutex
+	bar *progressbar.ProgressBar
+	out io.Writer
+}
+
+func newProgressBar(ctx context.Context, db *sql.DB, cfg config.Config, tables []string, w io.Writer) *progressBar {
+	total := int64(-1) // unknown: a spinner
 	for _, name := range tables {
 		jobs, err := cli.OpenJobs(ctx, db, cfg, name, jobsdb.Identity{})
 		if err != nil {
@@ -233,15 +246,51 @@ func newProgressBar(ctx context.Context, db *sql.DB, cfg config.Config, tables [
 		}
 		total = max(total, 0) + p.Pending + p.Reserved
 	}
-	return progressbar.NewOptions64(total,
+	bar := progressbar.NewOptions64(total,
 		progressbar.OptionSetWriter(w),
 		progressbar.OptionSetDescription("jobs"),
 		progressbar.OptionShowCount(),
 		progressbar.OptionShowIts(),
 		progressbar.OptionSetItsString("jobs"),
 		progressbar.OptionThrottle(100*time.Millisecond),
-		progressbar.OptionClearOnFinish(),
 	)
+	return &progressBar{bar: bar, out: w}
+}
+
+// count advances the bar for jobs that finished; retried and released jobs come back.
+func (p *progressBar) count(e worker.Event) {
+	if e.Outcome == worker.OutcomeSucceeded || e.Outcome == worker.OutcomeFailed {
+		p.mu.Lock()
+		p.bar.Add(1)
+		p.mu.Unlock()
+	}
+}
+
+func (p *progressBar) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.bar.Clear()
+	n, err := p.out.Write(b)
+	p.bar.RenderBlank()
+	return n, err
+}
+
+// close draws the final state and ends the bar's line, so the summary starts on its own.
+func (p *progressBar) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.bar.RenderBlank()
+	p.bar.Exit()
+	fmt.Fprintln(p.out)
+}
+
+func logLevel(l *slog.Logger) slog.Level {
+	for _, lvl := range []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn} {
+		if l.Enabled(context.Background(), lvl) {
+			return lvl
+		}
+	}
+	return slog.LevelError
 }
 
 // serveMetrics serves /metrics and /healthz on addr until the returned stop is called.
