@@ -84,15 +84,26 @@ func (j *Jobs) Record(ctx context.Context, outcomes []Outcome) (applied []bool, 
 		return nil, fmt.Errorf("jobsdb: record %s: %w", j.t.FullName(), err)
 	}
 	err = retryTransient(ctx, func() error {
-		tx, err := j.db.BeginTx(ctx, nil)
-		if err != nil {
-			return err
+		// First optimistically, as if every lease were still held (the common case): the
+		// writes are guarded by the tokens anyway, and a changed-row count that falls short
+		// means some lease was lost. Then that transaction is rolled back and the batch is
+		// recorded again after locking the rows it still holds.
+		for _, optimistic := range []bool{true, false} {
+			tx, err := j.db.BeginTx(ctx, nil)
+			if err != nil {
+				return err
+			}
+			applied, err = j.record(ctx, tx, plan, optimistic)
+			if err != nil {
+				tx.Rollback()
+				if optimistic && errors.Is(err, errRecordChanged) {
+					continue
+				}
+				return err
+			}
+			return tx.Commit()
 		}
-		if applied, err = j.record(ctx, tx, plan); err != nil {
-			tx.Rollback()
-			return err
-		}
-		return tx.Commit()
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("jobsdb: record %s: %w", j.t.FullName(), j.noJobsTable(err))
@@ -109,7 +120,7 @@ func (j *Jobs) RecordTx(ctx context.Context, tx *sql.Tx, outcomes []Outcome) (ap
 	if err != nil {
 		return nil, fmt.Errorf("jobsdb: record %s: %w", j.t.FullName(), err)
 	}
-	if applied, err = j.record(ctx, tx, plan); err != nil {
+	if applied, err = j.record(ctx, tx, plan, false); err != nil {
 		return nil, fmt.Errorf("jobsdb: record %s: %w", j.t.FullName(), j.noJobsTable(err))
 	}
 	return applied, nil
@@ -254,15 +265,24 @@ func (t *Target) targetRow(key Key, r Row) (Row, error) {
 // record runs a checked batch in tx: it locks the rows still held, inserts the target rows
 // of the held successes, then moves each kind's held rows in one statement per 1,000 keys
 // (errors: one per row, their messages differ).
-func (j *Jobs) record(ctx context.Context, tx *sql.Tx, p *recordPlan) ([]bool, error) {
+// record writes the plan in tx. Unless optimistic, it first locks the rows whose leases are
+// still held and writes only those; optimistic assumes every lease held, and a write that then
+// changes fewer rows than expected fails with errRecordChanged.
+func (j *Jobs) record(ctx context.Context, tx *sql.Tx, p *recordPlan, optimistic bool) ([]bool, error) {
 	applied := make([]bool, len(p.outcomes))
-	for _, c := range chunks(len(p.keys), maxKeysPerStatement) {
-		held, err := j.held(ctx, tx, p.keys[c[0]:c[1]], p.tokens[c[0]:c[1]], true)
-		if err != nil {
-			return nil, err
+	if optimistic {
+		for i := range applied {
+			applied[i] = true
 		}
-		for i := c[0]; i < c[1]; i++ {
-			applied[i] = held[keyID(p.keys[i])+p.tokens[i]]
+	} else {
+		for _, c := range chunks(len(p.keys), maxKeysPerStatement) {
+			held, err := j.held(ctx, tx, p.keys[c[0]:c[1]], p.tokens[c[0]:c[1]], true)
+			if err != nil {
+				return nil, err
+			}
+			for i := c[0]; i < c[1]; i++ {
+				applied[i] = held[keyID(p.keys[i])+p.tokens[i]]
+			}
 		}
 	}
 	byKind := map[OutcomeKind][]int{}
