@@ -24,7 +24,7 @@ func BenchmarkWorkerThroughput(b *testing.B) {
 				w, err := worker.New(worker.Options{
 					DB: bun.db.SQL, NATS: bun.nc, Config: bun.cfg, Tables: []string{bun.table},
 					Handler:     func(context.Context, *worker.Job) (worker.Result, error) { return worker.Result{}, nil },
-					Concurrency: concurrency, Once: true,
+					Concurrency: concurrency, MaxCalls: jobs, // stop at the last job, not after an idle wait
 				})
 				if err != nil {
 					b.Fatal(err)
