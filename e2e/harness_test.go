@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetjobs/jetjobs/internal/buildtest"
 	"github.com/jetjobs/jetjobs/internal/mysqltest"
 )
 
@@ -23,20 +24,13 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "jetjobs-e2e-bin-")
+	dir, remove, err := buildtest.Build("../cmd/scheduler", "../cmd/worker", "../cmd/jobsctl")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/scheduler", "../cmd/worker", "../cmd/jobsctl")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build the programs:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
 	binDir = dir
-	mysqltest.Main(m, func() { os.RemoveAll(dir) })
+	mysqltest.Main(m, remove)
 }
 
 // waitTimeout bounds every wait for the system to reach a state; generous, because CI is a

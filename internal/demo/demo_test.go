@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetjobs/jetjobs/internal/buildtest"
 	"github.com/jetjobs/jetjobs/internal/mysqlserver"
 	"github.com/jetjobs/jetjobs/internal/mysqltest"
 )
@@ -26,20 +27,13 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "jetjobs-demo-bin-")
+	dir, remove, err := buildtest.Build("../../demo", "../../cmd/scheduler", "../../cmd/worker", "../../cmd/jobsctl")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	build := exec.Command("go", "build", "-o", dir+"/", "../../demo", "../../cmd/scheduler", "../../cmd/worker", "../../cmd/jobsctl")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build the demo and the programs:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
 	binDir = dir
-	mysqltest.Main(m, func() { os.RemoveAll(dir) })
+	mysqltest.Main(m, remove)
 }
 
 const (
