@@ -81,7 +81,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cfgFlags := config.AddFlags(fs)
 	var o options
-	fs.StringVar(&o.exec, "exec", "", "handler command, run by /bin/sh -c once per job (required)")
+	fs.StringVar(&o.exec, "exec", "", "handler command line, run once per job: directly, or by /bin/sh -c when it uses shell syntax (required)")
 	fs.DurationVar(&o.timeout, "timeout", 0, "kill a job's handler (its whole process group) after this long and record an error; 0 = no limit")
 	fs.IntVarP(&o.concurrency, "concurrency", "j", worker.DefaultConcurrency, "jobs run at once (populate's processes)")
 	fs.IntVar(&o.maxCalls, "max-calls", 0, "stop after this many jobs finished (succeeded, failed or retried); 0 = no limit")
