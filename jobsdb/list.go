@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -34,6 +35,15 @@ const jobColumns = "`status`, `priority`, `created_time`, `scheduled_time`, `res
 	"`duration`, `error_message`, `user`, `host`, `pid`, `connection_id`, `version`, `attempts`, " +
 	"`lease_expires`, `dispatched_time`"
 
+// dataJointJobColumns reads a jobs table that DataJoint declared and jetjobs has not adopted
+// yet: its jetjobs columns read as their defaults, so reading never needs to alter the table.
+const dataJointJobColumns = "`status`, `priority`, `created_time`, `scheduled_time`, `reserved_time`, `completed_time`, " +
+	"`duration`, `error_message`, `user`, `host`, `pid`, `connection_id`, `version`, 0, " +
+	"NULL, NULL"
+
+// errUnknownColumn is MySQL's error for a column the table does not have.
+const errUnknownColumn = 1054
+
 // selectJobs is "SELECT <key>, <job columns>[, error_stack] FROM <jobs>".
 func (j *Jobs) selectJobs(withStack bool) string {
 	q := "SELECT " + j.t.keyList("") + ", " + jobColumns
@@ -55,6 +65,10 @@ func (j *Jobs) queryJobs(ctx context.Context, q string, args []any, withStack bo
 		return nil, err
 	}
 	rows, err := j.db.QueryContext(ctx, q, args...)
+	if mysqlErrorNumber(err) == errUnknownColumn && strings.Contains(q, jobColumns) {
+		// A table DataJoint declared, without jetjobs' columns: read it as it is.
+		rows, err = j.db.QueryContext(ctx, strings.Replace(q, jobColumns, dataJointJobColumns, 1), args...)
+	}
 	if err != nil {
 		return nil, j.noJobsTable(err)
 	}

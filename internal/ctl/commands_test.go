@@ -214,6 +214,16 @@ func TestDataJointJobsTable(t *testing.T) {
 		}
 	})
 
+	t.Run("reading DataJoint's table does not alter it", func(t *testing.T) {
+		f.mustRun(t, 0, "list", a)
+		f.mustRun(t, 0, "errors", a)
+		f.mustRun(t, 0, "show", a, "--key", "subject_id=2,session_id=2")
+		var n int
+		if err := f.db.SQL.QueryRow("SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA=? AND TABLE_NAME='~~analysis' AND COLUMN_NAME IN ('attempts', 'lease_token', 'lease_expires', 'dispatched_time')", f.schema).Scan(&n); err != nil || n != 0 {
+			t.Errorf("list, errors and show added %d jetjobs columns to DataJoint's table (%v)", n, err)
+		}
+	})
+
 	t.Run("refresh adopts DataJoint's table and adds the missing key", func(t *testing.T) {
 		golden(t, "refresh.txt", f.normalize(f.mustRun(t, 0, "refresh", a).stdout))
 		for _, col := range []string{"attempts", "lease_token", "lease_expires", "dispatched_time"} {

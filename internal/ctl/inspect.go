@@ -97,8 +97,8 @@ func missingJetjobsColumn(err error) bool {
 // adopting runs op; when op fails because the jobs table was declared by DataJoint and lacks
 // jetjobs' columns, it adopts the table (jobsdb Declare adds the columns with their defaults,
 // never drops; DataJoint keeps reading and writing the table) and runs op once more. refresh
-// and the scheduler adopt a table anyway; this lets list, errors, show and retry work on a
-// DataJoint pipeline before either has run.
+// and the scheduler adopt a table anyway; this lets retry, which writes those columns, work on
+// a DataJoint pipeline before either has run. Reads (list, errors, show) need no adoption.
 func (s *session) adopting(ctx context.Context, j *jobsdb.Jobs, op func() error) error {
 	err := op()
 	if !missingJetjobsColumn(err) {
@@ -229,11 +229,7 @@ func (s *session) listJobs(ctx context.Context, j *jobsdb.Jobs, f jobsdb.Filter,
 	t := j.Target()
 	octx, cancel := s.opContext(ctx)
 	defer cancel()
-	var jobs []jobsdb.Job
-	err := s.adopting(octx, j, func() (err error) {
-		jobs, err = j.List(octx, f)
-		return err
-	})
+	jobs, err := j.List(octx, f)
 	if err != nil {
 		return noJobsTable(t.FullName(), restrictError(err, restrict))
 	}
@@ -304,11 +300,7 @@ func showCommand() *command {
 				}
 				octx, cancel := s.opContext(ctx)
 				defer cancel()
-				var job jobsdb.Job
-				err = s.adopting(octx, j, func() (err error) {
-					job, err = j.Get(octx, key)
-					return err
-				})
+				job, err := j.Get(octx, key)
 				if err != nil {
 					kc, _ := keyCellOf(t, key)
 					if errors.Is(err, jobsdb.ErrNotFound) {
