@@ -17,9 +17,9 @@
 //     nothing and exit 2.
 //   - Field names of -o json and -o csv are snake_case, documented in 'jobsctl help output'
 //     from the same column definitions that produce them, and never renamed.
-//   - A jobs table declared by DataJoint is never dropped or rewritten: progress reads it as
-//     it is; commands that read jetjobs' columns adopt it first through jobsdb Declare (adding
-//     the columns with their defaults), and say so on stderr.
+//   - A jobs table declared by DataJoint is never dropped or rewritten: progress, list, errors
+//     and show read it as it is; retry, which writes jetjobs' columns, adopts it first through
+//     jobsdb Declare (adding the columns with their defaults), and says so on stderr.
 //   - Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration.
 //
 // Main is what cmd/jobsctl calls; Run takes an Env (streams, environment, terminal detection,
