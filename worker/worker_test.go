@@ -487,3 +487,33 @@ func TestTelemetryCountsAndSpans(t *testing.T) {
 		}
 	}
 }
+
+func TestAbortReleasesRunningJobsAtOnce(t *testing.T) {
+	b := setup(t, 2, nil)
+	var started atomic.Int32
+	all := make(chan struct{})
+	w := b.worker(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
+		if started.Add(1) == 2 {
+			close(all)
+		}
+		<-ctx.Done()
+		return worker.Result{}, ctx.Err()
+	}, func(o *worker.Options) { o.Grace, o.Once = time.Hour, false })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { _, err := w.Run(ctx); done <- err }()
+	<-all
+	cancel()  // the first signal: stop taking work; running jobs may take the hour of grace
+	w.Abort() // the second signal: release them now
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("Abort did not end the running jobs")
+	}
+	if n := b.count("SELECT COUNT(*) FROM `~~result` WHERE status = 'pending' AND lease_token = ''"); n != 2 {
+		t.Errorf("%d jobs released to pending, want 2", n)
+	}
+}
