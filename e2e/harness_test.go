@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -141,27 +139,11 @@ func (e *env) pipeline(subjects, sessions int) {
 type proc struct {
 	name string
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *buildtest.Output
 	done chan struct{}
 	err  error
 }
 
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // start runs program (scheduler, worker, jobsctl) with the env's config; it is killed at the
 // end of the test if still running, and its output is logged when the test fails.
@@ -170,7 +152,7 @@ func (e *env) start(program string, args ...string) *proc {
 	cmd := exec.Command(filepath.Join(binDir, program), args...)
 	cmd.Env = append(os.Environ(), "JETJOBS_CONFIG="+e.config, "CALLS_LOG="+e.calls)
 	cmd.Env = append(cmd.Env, e.extra...)
-	p := &proc{name: program, cmd: cmd, out: &lockedBuffer{}, done: make(chan struct{})}
+	p := &proc{name: program, cmd: cmd, out: &buildtest.Output{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)

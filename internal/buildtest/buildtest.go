@@ -1,11 +1,13 @@
-// Package buildtest builds programs once for a test package that runs them as separate
-// processes (the end-to-end and demo tests).
+// Package buildtest serves test packages that run the programs as separate processes (the
+// end-to-end and demo tests): it builds them once and collects their output.
 package buildtest
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
+	"sync"
 )
 
 // Build compiles the main packages (paths relative to the test's directory) into a new
@@ -22,4 +24,23 @@ func Build(pkgs ...string) (dir string, remove func(), err error) {
 		return "", nil, fmt.Errorf("build %v: %w", pkgs, err)
 	}
 	return dir, func() { os.RemoveAll(dir) }, nil
+}
+
+// Output collects a process's stdout and stderr; the test may read it while the process runs.
+type Output struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (o *Output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (o *Output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
 }

@@ -30,6 +30,7 @@ type selection struct {
 	restrict []string
 	keys     []string
 	priority int
+	limit    int
 	fs       *pflag.FlagSet
 }
 
@@ -56,6 +57,10 @@ func (sel *selection) addKey(whole bool) {
 	}
 	sel.fs.StringArrayVar(&sel.keys, "key", nil, usage+"; quote a value with \"...\" when it holds a comma, '=' or spaces")
 	describeDefault(sel.fs, "key", def)
+}
+
+func (sel *selection) addLimit() {
+	sel.fs.IntVar(&sel.limit, "limit", 0, "show at most `N` jobs (0: all)")
 }
 
 func (sel *selection) addPriority(usage string) {
@@ -134,6 +139,10 @@ func (sel *selection) filter(t *jobsdb.Target) (jobsdb.Filter, error) {
 	if f.MaxPriority, err = sel.maxPriority(); err != nil {
 		return f, err
 	}
+	if sel.limit < 0 {
+		return f, cli.Usagef("--limit %d: want 0 (all) or more", sel.limit)
+	}
+	f.Limit = sel.limit
 	return f, nil
 }
 

@@ -10,7 +10,6 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/spf13/pflag"
 
-	"github.com/jetjobs/jetjobs/internal/cli"
 	"github.com/jetjobs/jetjobs/jobsdb"
 )
 
@@ -195,7 +194,6 @@ func listCommand() *command {
 		},
 		fields: []outputDoc{{"-o json: an array of jobs; -o csv: one row per job. Fields:", jobColumns}},
 		setup: func(fs *pflag.FlagSet) runFunc {
-			var limit int
 			var due bool
 			sel := newSelection(fs)
 			sel.addStatus("only jobs with this")
@@ -203,25 +201,27 @@ func listCommand() *command {
 			sel.addKey(false)
 			sel.addPriority("only jobs with priority <= `N` (as worker --priority)")
 			fs.BoolVar(&due, "due", false, "only jobs that are due (scheduled_time <= now)")
-			fs.IntVar(&limit, "limit", 0, "show at most `N` jobs (0: all)")
+			sel.addLimit()
 			return func(ctx context.Context, s *session, args []string) error {
-				if limit < 0 {
-					return cli.Usagef("--limit %d: want 0 (all) or more", limit)
-				}
-				j, err := s.jobs(ctx, args[0])
+				j, f, err := s.selected(ctx, args[0], sel)
 				if err != nil {
 					return err
 				}
-				t := j.Target()
-				f, err := sel.filter(t)
-				if err != nil {
-					return err
-				}
-				f.DueOnly, f.Limit = due, limit
+				f.DueOnly = due
 				return s.listJobs(ctx, j, f, sel.restrict, jobColumns)
 			}
 		},
 	}
+}
+
+// selected opens table's jobs and turns the command's selection flags into its filter.
+func (s *session) selected(ctx context.Context, table string, sel *selection) (*jobsdb.Jobs, jobsdb.Filter, error) {
+	j, err := s.jobs(ctx, table)
+	if err != nil {
+		return nil, jobsdb.Filter{}, err
+	}
+	f, err := sel.filter(j.Target())
+	return j, f, err
 }
 
 // listJobs lists the jobs f selects with the given columns.
@@ -253,25 +253,16 @@ func errorsCommand() *command {
 		example: []string{"jobsctl errors lab.__analysis", "jobsctl errors lab.__analysis -o json | jq -r '.[].error_message'"},
 		fields:  []outputDoc{{"the fields of list (status is always error):", nil}},
 		setup: func(fs *pflag.FlagSet) runFunc {
-			var limit int
 			sel := newSelection(fs)
 			sel.addRestrict()
 			sel.addKey(false)
-			fs.IntVar(&limit, "limit", 0, "show at most `N` jobs (0: all)")
+			sel.addLimit()
 			return func(ctx context.Context, s *session, args []string) error {
-				if limit < 0 {
-					return cli.Usagef("--limit %d: want 0 (all) or more", limit)
-				}
-				j, err := s.jobs(ctx, args[0])
-				if err != nil {
-					return err
-				}
-				f, err := sel.filter(j.Target())
+				j, f, err := s.selected(ctx, args[0], sel)
 				if err != nil {
 					return err
 				}
 				f.Statuses = []jobsdb.Status{jobsdb.StatusError}
-				f.Limit = limit
 				return s.listJobs(ctx, j, f, sel.restrict, withHeads(jobColumns, errorHeads))
 			}
 		},

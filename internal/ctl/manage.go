@@ -235,15 +235,11 @@ func retryCommand() *command {
 			sel.addRestrict()
 			sel.addKey(false)
 			return func(ctx context.Context, s *session, args []string) error {
-				j, err := s.jobs(ctx, args[0])
+				j, f, err := s.selected(ctx, args[0], sel)
 				if err != nil {
 					return err
 				}
 				t := j.Target()
-				f, err := sel.filter(t)
-				if err != nil {
-					return err
-				}
 				octx, cancel := s.opContext(ctx)
 				defer cancel()
 				var n int64
@@ -254,9 +250,7 @@ func retryCommand() *command {
 				if err != nil {
 					return noJobsTable(t.FullName(), restrictError(err, sel.restrict))
 				}
-				r := &records{cols: retryColumns}
-				r.add(t.FullName(), n)
-				return s.action(r, fmt.Sprintf("%s: %d error %s back to pending, due now", t.FullName(), n, plural(n, "job", "jobs")))
+				return s.counted(retryColumns, t, n, fmt.Sprintf("%d error %s back to pending, due now", n, plural(n, "job", "jobs")))
 			}
 		},
 	}
@@ -285,15 +279,11 @@ func deleteCommand() *command {
 			var yes bool
 			fs.BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation when deleting every job (needed without a terminal)")
 			return func(ctx context.Context, s *session, args []string) error {
-				j, err := s.jobs(ctx, args[0])
+				j, f, err := s.selected(ctx, args[0], sel)
 				if err != nil {
 					return err
 				}
 				t := j.Target()
-				f, err := sel.filter(t)
-				if err != nil {
-					return err
-				}
 				if sel.empty() {
 					p, _ := j.Progress(ctx)
 					what := fmt.Sprintf("delete %s without --status, --restrict or --key (every job, error records included)", t.FullName())
@@ -308,12 +298,18 @@ func deleteCommand() *command {
 				if err != nil {
 					return noJobsTable(t.FullName(), restrictError(err, sel.restrict))
 				}
-				r := &records{cols: deleteColumns}
-				r.add(t.FullName(), n)
-				return s.action(r, fmt.Sprintf("%s: deleted %d %s", t.FullName(), n, plural(n, "job", "jobs")))
+				return s.counted(deleteColumns, t, n, fmt.Sprintf("deleted %d %s", n, plural(n, "job", "jobs")))
 			}
 		},
 	}
+}
+
+// counted reports how many jobs of t an operation changed: one record for machines, the
+// message for people.
+func (s *session) counted(cols []column, t *jobsdb.Target, n int64, message string) error {
+	r := &records{cols: cols}
+	r.add(t.FullName(), n)
+	return s.action(r, t.FullName()+": "+message)
 }
 
 func dropCommand() *command {

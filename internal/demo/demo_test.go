@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -46,7 +45,7 @@ const (
 type run struct {
 	t        *testing.T
 	cmd      *exec.Cmd
-	out      *lockedBuffer
+	out      *buildtest.Output
 	done     chan struct{}
 	mark     string // in the environment of the demo and of everything it starts
 	database string
@@ -61,7 +60,7 @@ func startDemo(t *testing.T, dsn, database, dir, work string) *run {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &run{t: t, out: &lockedBuffer{}, done: make(chan struct{}), mark: randomHex(8), database: database}
+	r := &run{t: t, out: &buildtest.Output{}, done: make(chan struct{}), mark: randomHex(8), database: database}
 	r.cmd = exec.Command(filepath.Join(binDir, "demo"), "--bin", binDir, "--assets", assets, "--database", database)
 	r.cmd.Dir = dir
 	r.cmd.Env = append(os.Environ(), "JETJOBS_MYSQL_DSN="+dsn, "DEMO_WORK_SECONDS="+work, "JETJOBS_DEMO_TEST_MARK="+r.mark)
@@ -293,19 +292,3 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
