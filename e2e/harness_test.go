@@ -144,7 +144,6 @@ type proc struct {
 	err  error
 }
 
-
 // start runs program (scheduler, worker, jobsctl) with the env's config; it is killed at the
 // end of the test if still running, and its output is logged when the test fails.
 func (e *env) start(program string, args ...string) *proc {
