@@ -142,9 +142,6 @@ func (t *Table) Subject(priority int, key []byte) string {
 	return t.base + "." + priorityToken(priority) + "." + KeyHash(key)
 }
 
-// WakeSubject is the core NATS subject Wake publishes to.
-func (t *Table) WakeSubject() string { return t.wake }
-
 // ConsumerName is the name of the durable consumer of a priority, e.g. "p5" or "p-3".
 func ConsumerName(priority int) string { return priorityToken(priority) }
 
