@@ -85,6 +85,8 @@ func (j *Jobs) MarkDispatched(ctx context.Context, keys []Key) error {
 func (j *Jobs) NextDue(ctx context.Context) (t time.Time, ok bool, err error) {
 	var next nullTime
 	q := "SELECT MIN(`scheduled_time`) FROM " + j.table + " WHERE `status` = 'pending' AND `scheduled_time` > NOW(3)"
+	ctx, cancel := j.bounded(ctx)
+	defer cancel()
 	if err := j.db.QueryRowContext(ctx, q).Scan(&next); err != nil {
 		return time.Time{}, false, fmt.Errorf("jobsdb: next due %s: %w", j.t.FullName(), j.noJobsTable(err))
 	}

@@ -96,6 +96,8 @@ func (j *Jobs) Record(ctx context.Context, outcomes []Outcome) (applied []bool, 
 		// recorded again after locking the rows it still holds. A batch that may have been
 		// recorded already is never written optimistically.
 		for _, optimistic := range []bool{!plan.maybeRecorded, false} {
+			ctx, cancel := j.bounded(ctx)
+			defer cancel()
 			tx, err := j.db.BeginTx(ctx, nil)
 			if err != nil {
 				return err

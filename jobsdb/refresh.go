@@ -103,6 +103,8 @@ func (j *Jobs) execReadCommitted(ctx context.Context, q string, args []any) (int
 	var n int64
 	isolation := sql.LevelReadCommitted
 	err := retryTransient(ctx, func() error {
+		ctx, cancel := context.WithTimeout(ctx, j.opts.RefreshTimeout)
+		defer cancel()
 		tx, err := j.db.BeginTx(ctx, &sql.TxOptions{Isolation: isolation})
 		if err != nil {
 			return err

@@ -82,6 +82,8 @@ func (j *Jobs) reserveChunk(ctx context.Context, keys []Key) ([]Lease, error) {
 	var won int64
 	ambiguous := false
 	err := retrySettling(ctx, &ambiguous, func() error {
+		ctx, cancel := j.bounded(ctx)
+		defer cancel()
 		res, err := j.db.ExecContext(ctx, q, args...)
 		if err != nil {
 			return err
@@ -97,6 +99,8 @@ func (j *Jobs) reserveChunk(ctx context.Context, keys []Key) ([]Lease, error) {
 	}
 	var leases []Lease
 	err = retrySettling(ctx, &ambiguous, func() error {
+		ctx, cancel := j.bounded(ctx)
+		defer cancel()
 		var err error
 		leases, err = j.readLeases(ctx, keys, token)
 		return err
@@ -173,6 +177,8 @@ func (j *Jobs) heartbeatChunk(ctx context.Context, leases []Lease) ([]Lease, err
 	q := "UPDATE " + j.table + " SET `lease_expires` = NOW(3) + INTERVAL ? MICROSECOND WHERE " + in + " AND `status` = 'reserved'"
 	var renewed int64
 	err = retryTransient(ctx, func() error {
+		ctx, cancel := j.bounded(ctx)
+		defer cancel()
 		res, err := j.db.ExecContext(ctx, q, args...)
 		if err != nil {
 			return err
@@ -188,7 +194,9 @@ func (j *Jobs) heartbeatChunk(ctx context.Context, leases []Lease) ([]Lease, err
 	}
 	// Fewer rows changed: some leases are lost, or were renewed twice within a millisecond
 	// (no change). Ask which are still held.
-	held, err := j.held(ctx, j.db, keys, tokens, false)
+	hctx, cancel := j.bounded(ctx)
+	defer cancel()
+	held, err := j.held(hctx, j.db, keys, tokens, false)
 	if err != nil {
 		return nil, err
 	}

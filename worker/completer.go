@@ -24,9 +24,6 @@ const (
 	completerBuffer = 4 * completerBatch
 	ackTimeout      = 5 * time.Second
 	acksInFlight    = 16
-	// recordTimeout bounds one attempt at recording a batch; a slower attempt (a partition,
-	// a hung server) is abandoned and tried again, with the outcomes marked MaybeRecorded.
-	recordTimeout = 30 * time.Second
 )
 
 // finished is one job's outcome on its way to MySQL, with the message to ack once it is
@@ -192,9 +189,7 @@ func endSpans(spans []trace.Span, err error) {
 // ambiguous one (the commit may have landed) the outcomes are recorded with MaybeRecorded.
 func (c *completer) retry(group []*finished, record func(ctx context.Context, group []*finished) ([]bool, error)) ([]bool, error) {
 	return backoff.Retry(c.giveUp, func() ([]bool, error) {
-		ctx, cancel := context.WithTimeout(c.giveUp, recordTimeout)
-		applied, err := record(ctx, group)
-		cancel()
+		applied, err := record(c.giveUp, group)
 		if errors.Is(err, jobsdb.ErrAmbiguous) || jobsdb.IsAmbiguous(err) {
 			for _, f := range group {
 				f.outcome.MaybeRecorded = true
@@ -222,6 +217,8 @@ func (c *completer) recordBatch(ctx context.Context, group []*finished) ([]bool,
 // made twice.
 func (c *completer) recordOwnTx(ctx context.Context, group []*finished) ([]bool, error) {
 	f := group[0]
+	ctx, cancel := context.WithTimeout(ctx, c.jobs.Options().StatementTimeout)
+	defer cancel()
 	tx, err := c.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err

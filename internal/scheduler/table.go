@@ -142,13 +142,11 @@ func (l *leaderLoop) pass(ctx context.Context) time.Time {
 	refreshed := false
 
 	if now := time.Now(); autoRefresh && !now.Before(l.nextRefresh) {
-		rctx, cancel := context.WithTimeout(ctx, RefreshTimeout)
-		res, err := l.jobs.Refresh(rctx, jobsdb.RefreshOptions{
+		res, err := l.jobs.Refresh(ctx, jobsdb.RefreshOptions{
 			Priority:      o.Config.Jobs.DefaultPriority,
 			StaleTimeout:  o.Config.Jobs.StaleTimeout.Duration(),
 			OrphanTimeout: o.Config.Jobs.OrphanTimeout.Duration(),
 		})
-		cancel()
 		switch {
 		case ctx.Err() != nil:
 			return time.Now()
@@ -174,9 +172,7 @@ func (l *leaderLoop) pass(ctx context.Context) time.Time {
 	}
 
 	if now := time.Now(); !now.Before(l.nextRecover) {
-		sctx, cancel := context.WithTimeout(ctx, StatementTimeout)
-		n, err := l.jobs.RecoverExpired(sctx, o.Config.Jobs.OrphanTimeout.Duration())
-		cancel()
+		n, err := l.jobs.RecoverExpired(ctx, o.Config.Jobs.OrphanTimeout.Duration())
 		switch {
 		case ctx.Err() != nil:
 			return time.Now()
@@ -284,11 +280,9 @@ func (l *leaderLoop) dispatch(ctx context.Context) (time.Time, error) {
 			break
 		}
 		limit := min(o.BatchSize, room)
-		sctx, cancel := context.WithTimeout(ctx, StatementTimeout)
-		due, err := l.jobs.DueForDispatch(sctx, jobsdb.DueFilter{
+		due, err := l.jobs.DueForDispatch(ctx, jobsdb.DueFilter{
 			Limit: limit, RedispatchAfter: o.RedispatchAfter, Busy: busy, LostAfter: LostAfter,
 		})
-		cancel()
 		if err != nil {
 			return time.Time{}, fmt.Errorf("find due jobs: %w", err)
 		}
@@ -332,14 +326,14 @@ func (l *leaderLoop) dispatch(ctx context.Context) (time.Time, error) {
 				}
 			}
 			if len(stored) > 0 {
-				if merr := l.markDispatched(ctx, stored); merr == nil {
+				if merr := l.jobs.MarkDispatched(ctx, stored); merr == nil {
 					ev.Published += len(stored)
 				}
 			}
 			return time.Time{}, fmt.Errorf("publish %d jobs (%d stored): %w", len(msgs), len(stored), err)
 		}
 		// Every message is now in the stream: new, or still there from an earlier publish.
-		if err := l.markDispatched(ctx, keys); err != nil {
+		if err := l.jobs.MarkDispatched(ctx, keys); err != nil {
 			return time.Time{}, fmt.Errorf("mark %d jobs dispatched: %w", len(keys), err)
 		}
 		for _, p := range published {
@@ -357,9 +351,7 @@ func (l *leaderLoop) dispatch(ctx context.Context) (time.Time, error) {
 
 	now := time.Now()
 	wake := now.Add(o.PollInterval)
-	sctx, cancel := context.WithTimeout(ctx, StatementTimeout)
-	next, ok, err := l.jobs.NextDue(sctx)
-	cancel()
+	next, ok, err := l.jobs.NextDue(ctx)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("find the next due job: %w", err)
 	}
@@ -369,11 +361,4 @@ func (l *leaderLoop) dispatch(ctx context.Context) (time.Time, error) {
 		wake = next
 	}
 	return wake, nil
-}
-
-// markDispatched marks keys dispatched, bounded by StatementTimeout.
-func (l *leaderLoop) markDispatched(ctx context.Context, keys []jobsdb.Key) error {
-	ctx, cancel := context.WithTimeout(ctx, StatementTimeout)
-	defer cancel()
-	return l.jobs.MarkDispatched(ctx, keys)
 }
