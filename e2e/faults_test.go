@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -110,4 +111,36 @@ func childrenOf(t *testing.T, pid int) []int {
 		}
 	}
 	return children
+}
+
+// TestBadKeySourceIsAUsageError: a configured key source that MySQL rejects is a
+// configuration error for the worker as for the scheduler: exit 2, naming the table.
+func TestBadKeySourceIsAUsageError(t *testing.T) {
+	e := newEnv(t, natstest.Embedded(t).ClientURL())
+	e.pipeline(1, 1)
+	data, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg["tables"] = []map[string]any{{"table": e.table(), "key_source": "SELECT subject_id, session_id FROM no_such_table"}}
+	if data, err = json.Marshal(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.config, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, program := range []string{"worker", "scheduler"} {
+		args := []string{}
+		if program == "worker" {
+			args = append(args, "--exec", "true")
+		}
+		out, code := e.run(program, args...)
+		if code != 2 || !strings.Contains(out, e.table()) || !strings.Contains(out, "no_such_table") {
+			t.Errorf("%s: exit %d, want 2 with a message naming the table and the problem:\n%s", program, code, out)
+		}
+	}
 }
