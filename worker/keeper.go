@@ -129,10 +129,18 @@ func (k *keeper) run(ctx context.Context) {
 // renew renews every running job's lease in one statement, bounded by the interval so that a
 // hung statement never delays the deadlines, and cancels the jobs whose lease was lost.
 func (k *keeper) renew(ctx context.Context) {
+	now := time.Now()
 	k.mu.Lock()
 	jobs := make([]*running, 0, len(k.running))
+	var inProgress []queue.Msg
 	for r := range k.running {
 		jobs = append(jobs, r)
+		// A message is kept only while its lease is certainly held: once the lease may have
+		// expired, the message is let go, so that JetStream redelivers it to a worker that
+		// can reach MySQL, instead of holding the job for a worker that cannot.
+		if r.msg != nil && now.Before(k.deadline(r.renewed)) {
+			inProgress = append(inProgress, r.msg)
+		}
 	}
 	k.mu.Unlock()
 	if len(jobs) == 0 {
@@ -141,9 +149,9 @@ func (k *keeper) renew(ctx context.Context) {
 	leases := make([]jobsdb.Lease, len(jobs))
 	for i, r := range jobs {
 		leases[i] = r.lease
-		if r.msg != nil {
-			r.msg.InProgress()
-		}
+	}
+	for _, m := range inProgress {
+		m.InProgress()
 	}
 	sent := time.Now()
 	hctx, cancel := context.WithTimeout(ctx, k.interval)
