@@ -167,20 +167,28 @@ func (t *Target) CheckKey(k Key) (Key, error) {
 
 // checkKeys validates keys and drops repeated ones, keeping the first.
 func (t *Target) checkKeys(keys []Key) ([]Key, error) {
+	out, _, err := t.checkKeysIndexed(keys)
+	return out, err
+}
+
+// checkKeysIndexed is checkKeys, also returning where each key first stood in keys.
+func (t *Target) checkKeysIndexed(keys []Key) ([]Key, []int, error) {
 	out := make([]Key, 0, len(keys))
+	first := make([]int, 0, len(keys))
 	seen := make(map[string]bool, len(keys))
-	for _, k := range keys {
+	for i, k := range keys {
 		ck, err := t.CheckKey(k)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		id := keyID(ck)
 		if !seen[id] {
 			seen[id] = true
 			out = append(out, ck)
+			first = append(first, i)
 		}
 	}
-	return out, nil
+	return out, first, nil
 }
 
 // KeyJSON encodes k as a JSON object with the columns in key order (canonical: equal keys give

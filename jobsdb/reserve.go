@@ -17,6 +17,9 @@ type Lease struct {
 	Priority      int
 	ScheduledTime time.Time
 	ReservedTime  time.Time
+	// Index is the position of the lease's key in the keys given to Reserve, or -1 when the
+	// row matched a key spelled differently (a case-insensitive collation).
+	Index int
 }
 
 // reserveSet is the SET list of a reservation (DESIGN.md: pending → reserved). The user
@@ -44,7 +47,7 @@ var reserveSet = strings.Join([]string{
 // reads the winners back. Deadlocks are retried. Leases come back in the order of keys;
 // repeated keys count once.
 func (j *Jobs) Reserve(ctx context.Context, keys []Key) ([]Lease, error) {
-	keys, err := j.t.checkKeys(keys)
+	keys, first, err := j.t.checkKeysIndexed(keys)
 	if err != nil {
 		return nil, fmt.Errorf("jobsdb: reserve: %w", err)
 	}
@@ -53,6 +56,11 @@ func (j *Jobs) Reserve(ctx context.Context, keys []Key) ([]Lease, error) {
 		won, err := j.reserveChunk(ctx, keys[c[0]:c[1]])
 		if err != nil {
 			return leases, fmt.Errorf("jobsdb: reserve %s: %w", j.t.FullName(), j.noJobsTable(err))
+		}
+		for i := range won {
+			if won[i].Index >= 0 {
+				won[i].Index = first[c[0]+won[i].Index]
+			}
 		}
 		leases = append(leases, won...)
 	}
@@ -139,16 +147,15 @@ func (j *Jobs) readLeases(ctx context.Context, keys []Key, token string) ([]Leas
 	}
 	// Rows come in primary key order; give them back in the caller's order. A key that matched
 	// a row spelled differently (a case-insensitive collation) goes last, with the row's spelling.
+	for i := range leases {
+		p, ok := position[keyID(leases[i].Key)]
+		if !ok {
+			p = -1
+		}
+		leases[i].Index = p
+	}
 	sort.SliceStable(leases, func(a, b int) bool {
-		pa, ok := position[keyID(leases[a].Key)]
-		if !ok {
-			pa = len(keys)
-		}
-		pb, ok := position[keyID(leases[b].Key)]
-		if !ok {
-			pb = len(keys)
-		}
-		return pa < pb
+		return uint(leases[a].Index) < uint(leases[b].Index) // -1 sorts last
 	})
 	return leases, nil
 }

@@ -88,12 +88,22 @@ func TestReserveBatchOrderAndDuplicates(t *testing.T) {
 		if strings.Join(got, ",") != "30,10,20" {
 			t.Fatalf("leases for %v, want 30,10,20", got)
 		}
+		for i, want := range []int{0, 1, 2} {
+			if leases[i].Index != want {
+				t.Errorf("lease of %v has Index %d, want %d (its key's first place among the keys given)", leases[i].Key, leases[i].Index, want)
+			}
+		}
 	})
 
 	t.Run("a batch larger than one statement is split", func(t *testing.T) {
 		leases := f.reserve(t, idRange(100, 2500)...)
 		if len(leases) != 2401 {
 			t.Fatalf("%d leases, want 2401", len(leases))
+		}
+		for i, l := range leases {
+			if l.Index != i {
+				t.Fatalf("lease %d has Index %d across statements", i, l.Index)
+			}
 		}
 		tokens := map[string]int{}
 		for _, l := range leases {

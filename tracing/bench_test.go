@@ -10,6 +10,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/jetjobs/jetjobs/tracing"
+
+	"github.com/jetjobs/jetjobs/jobsdb"
 )
 
 var (
@@ -44,9 +46,9 @@ func perJob(ctx context.Context, tel *tracing.Telemetry, h nats.Header, j tracin
 	n := work(j) + len(tracing.Traceparent(rctx))
 	tracing.End(run, nil)
 	m.JobDuration(wctx, j.Table, 40*time.Millisecond)
-	_, done := tel.StartDB(wctx, tracing.OpComplete, j)
+	_, done := tel.StartDB(wctx, tracing.OpRecord(jobsdb.OutcomeSuccess), j)
 	tracing.End(done, nil)
-	m.Completed(wctx, j.Table, 1)
+	m.Recorded(wctx, j.Table, jobsdb.OutcomeSuccess, 1)
 	proc.End()
 	return n
 }

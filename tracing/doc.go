@@ -52,7 +52,7 @@
 //	  ├ reserve s.~~table   client               StartDB(OpReserve)
 //	  ├ run s.table         internal             StartRun: a Go handler gets its context,
 //	  │                                          an --exec handler TRACEPARENT (AppendEnv)
-//	  └ complete|fail s.~~table  client          StartDB(OpComplete or OpFail), End(span, err)
+//	  └ complete|fail s.~~table  client          StartDB(OpRecord(kind)), End(span, err)
 //
 // messaging.system=nats, messaging.operation.type send|process, messaging.destination.name
 // (the subject), db.system.name=mysql, db.namespace (the schema), db.collection.name (the

@@ -14,6 +14,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetjobs/jetjobs/tracing"
+
+	"github.com/jetjobs/jetjobs/jobsdb"
 )
 
 // A program sets telemetry up once from the environment, serves --metrics-addr from it, and
@@ -76,9 +78,9 @@ func Example_trace() {
 		cmd := exec.Command("handler")
 		cmd.Env = tracing.AppendEnv(rctx, cmd.Environ()) // TRACEPARENT=00-…
 		tracing.End(run, errors.New("exit status 1"))
-		_, fail := tel.StartDB(ctxs[i], tracing.OpFail, job)
+		_, fail := tel.StartDB(ctxs[i], tracing.OpRecord(jobsdb.OutcomeError), job)
 		tracing.End(fail, nil)
-		tel.Metrics().Failed(ctx, job.Table, 1) // nil Metrics: does nothing
+		tel.Metrics().Recorded(ctx, job.Table, jobsdb.OutcomeError, 1) // nil Metrics: does nothing
 		procs[i].End()
 	}
 

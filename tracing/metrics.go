@@ -8,6 +8,8 @@ import (
 
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/embedded"
+
+	"github.com/jetjobs/jetjobs/jobsdb"
 )
 
 // Instrument names. Prometheus sees them with dots as underscores, counters with "_total"
@@ -109,32 +111,26 @@ func (m *Metrics) Reserved(ctx context.Context, table string, n int) {
 	}
 }
 
-// Completed counts n jobs of table completed successfully (outcomes applied).
-func (m *Metrics) Completed(ctx context.Context, table string, n int) {
-	if m != nil {
-		m.completed.Add(ctx, int64(n), m.tables.get(table).addOpts...)
+// Recorded counts n jobs of table whose outcome of kind was recorded (applied): completed,
+// failed, retried or released.
+func (m *Metrics) Recorded(ctx context.Context, table string, kind jobsdb.OutcomeKind, n int) {
+	if m == nil {
+		return
 	}
-}
-
-// Failed counts n jobs of table that ended in error.
-func (m *Metrics) Failed(ctx context.Context, table string, n int) {
-	if m != nil {
-		m.failed.Add(ctx, int64(n), m.tables.get(table).addOpts...)
+	var c metric.Int64Counter
+	switch kind {
+	case jobsdb.OutcomeSuccess:
+		c = m.completed
+	case jobsdb.OutcomeError:
+		c = m.failed
+	case jobsdb.OutcomeRetry:
+		c = m.retried
+	case jobsdb.OutcomeRelease:
+		c = m.released
+	default:
+		return
 	}
-}
-
-// Retried counts n failed jobs of table returned to pending for a retry.
-func (m *Metrics) Retried(ctx context.Context, table string, n int) {
-	if m != nil {
-		m.retried.Add(ctx, int64(n), m.tables.get(table).addOpts...)
-	}
-}
-
-// Released counts n interrupted jobs of table released to pending (SIGTERM).
-func (m *Metrics) Released(ctx context.Context, table string, n int) {
-	if m != nil {
-		m.released.Add(ctx, int64(n), m.tables.get(table).addOpts...)
-	}
+	c.Add(ctx, int64(n), m.tables.get(table).addOpts...)
 }
 
 // Recovered counts n reservations of table returned to pending after their lease expired

@@ -10,6 +10,8 @@ import (
 
 	"github.com/jetjobs/jetjobs/tracing"
 	"github.com/jetjobs/jetjobs/tracing/tracingtest"
+
+	"github.com/jetjobs/jetjobs/jobsdb"
 )
 
 func TestMetricsCounters(t *testing.T) {
@@ -24,10 +26,10 @@ func TestMetricsCounters(t *testing.T) {
 		wg.Go(func() {
 			m.Published(ctx, "lab.a", 1)
 			m.Reserved(ctx, "lab.a", 3)
-			m.Completed(ctx, "lab.a", 2)
-			m.Failed(ctx, "lab.a", 1)
-			m.Retried(ctx, "lab.b", 4)
-			m.Released(ctx, "lab.b", 5)
+			m.Recorded(ctx, "lab.a", jobsdb.OutcomeSuccess, 2)
+			m.Recorded(ctx, "lab.a", jobsdb.OutcomeError, 1)
+			m.Recorded(ctx, "lab.b", jobsdb.OutcomeRetry, 4)
+			m.Recorded(ctx, "lab.b", jobsdb.OutcomeRelease, 5)
 			m.Recovered(ctx, "lab.b", 6)
 		})
 	}
@@ -160,10 +162,10 @@ func TestMetricsDisabled(t *testing.T) {
 	ctx := context.Background()
 	m.Published(ctx, "t", 1)
 	m.Reserved(ctx, "t", 1)
-	m.Completed(ctx, "t", 1)
-	m.Failed(ctx, "t", 1)
-	m.Retried(ctx, "t", 1)
-	m.Released(ctx, "t", 1)
+	m.Recorded(ctx, "t", jobsdb.OutcomeSuccess, 1)
+	m.Recorded(ctx, "t", jobsdb.OutcomeError, 1)
+	m.Recorded(ctx, "t", jobsdb.OutcomeRetry, 1)
+	m.Recorded(ctx, "t", jobsdb.OutcomeRelease, 1)
 	m.Recovered(ctx, "t", 1)
 	m.JobDuration(ctx, "t", time.Second)
 	m.DispatchLag(ctx, "t", time.Second)

@@ -15,6 +15,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetjobs/jetjobs/tracing"
+
+	"github.com/jetjobs/jetjobs/jobsdb"
 )
 
 // side is one simulated process: its own TracerProvider exporting to its own recorder.
@@ -93,7 +95,7 @@ func TestPropagationAcrossProviders(t *testing.T) {
 	rctx, run := work.tel.StartRun(wctx, tracing.Job{Table: job.Table, Key: job.Key, Priority: job.Priority, Attempt: 1})
 	traceparent := tracing.Traceparent(rctx)
 	run.End()
-	_, done := work.tel.StartDB(wctx, tracing.OpComplete, job)
+	_, done := work.tel.StartDB(wctx, tracing.OpRecord(jobsdb.OutcomeSuccess), job)
 	done.End()
 	proc.End()
 

@@ -28,6 +28,8 @@ import (
 
 	"github.com/jetjobs/jetjobs/tracing"
 	"github.com/jetjobs/jetjobs/tracing/tracingtest"
+
+	"github.com/jetjobs/jetjobs/jobsdb"
 )
 
 // env is a fake environment for Options.Getenv.
@@ -166,7 +168,7 @@ func TestSetupConsole(t *testing.T) {
 		t.Error("span not recording")
 	}
 	span.End()
-	tel.Metrics().Completed(context.Background(), job.Table, 1)
+	tel.Metrics().Recorded(context.Background(), job.Table, jobsdb.OutcomeSuccess, 1)
 	if err := tel.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +271,7 @@ func TestPrometheusHandler(t *testing.T) {
 	ctx := context.Background()
 	m := tel.Metrics()
 	m.Reserved(ctx, "lab.session", 3)
-	m.Failed(ctx, "lab.session", 1)
+	m.Recorded(ctx, "lab.session", jobsdb.OutcomeError, 1)
 	m.JobDuration(ctx, "lab.session", 2*time.Second)
 	if _, err := m.ObserveStream(func(context.Context) []tracing.StreamSample {
 		return []tracing.StreamSample{{Table: "lab.session", Priority: 5, Depth: 42}}
@@ -348,7 +350,7 @@ func TestPrometheusExporterFromEnv(t *testing.T) {
 	if tel.MetricsHandler() != nil {
 		t.Error("MetricsHandler without Options.Prometheus")
 	}
-	tel.Metrics().Completed(context.Background(), "lab.session", 5)
+	tel.Metrics().Recorded(context.Background(), "lab.session", jobsdb.OutcomeSuccess, 5)
 	if v := sample(get(t, "http://127.0.0.1:"+port+"/metrics"), "jetjobs_jobs_completed_total"); v != "5" {
 		t.Errorf("jetjobs_jobs_completed_total = %q, want 5", v)
 	}

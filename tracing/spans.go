@@ -7,6 +7,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/jetjobs/jetjobs/jobsdb"
 )
 
 // jetjobs attribute keys, on spans (all four) and metrics (TableKey, and PriorityKey on the
@@ -44,17 +46,31 @@ type Job struct {
 // the span name. Other values may be used.
 type DBOp string
 
-// The jobs-table operations of the worker and the scheduler.
+// The jobs-table operations of the worker and the scheduler besides recording an outcome,
+// whose operation OpRecord names.
 const (
 	OpReserve   DBOp = "reserve"   // pending → reserved
-	OpComplete  DBOp = "complete"  // reserved → success or deleted
-	OpFail      DBOp = "fail"      // reserved → error
-	OpRetry     DBOp = "retry"     // reserved → pending after a backoff
-	OpRelease   DBOp = "release"   // reserved → pending, interrupted
 	OpHeartbeat DBOp = "heartbeat" // lease renewal
 	OpRefresh   DBOp = "refresh"   // key source → pending, stale removal
 	OpRecover   DBOp = "recover"   // expired leases → pending
 )
+
+// OpRecord names the statement that records an outcome of kind: "complete" (reserved →
+// success or deleted), "fail" (→ error), "retry" (→ pending after a backoff) or "release"
+// (→ pending, interrupted).
+func OpRecord(kind jobsdb.OutcomeKind) DBOp {
+	switch kind {
+	case jobsdb.OutcomeSuccess:
+		return "complete"
+	case jobsdb.OutcomeError:
+		return "fail"
+	case jobsdb.OutcomeRetry:
+		return "retry"
+	case jobsdb.OutcomeRelease:
+		return "release"
+	}
+	return DBOp(kind.String())
+}
 
 // disabledSpan is the non-recording, invalid span returned when tracing is disabled.
 var disabledSpan = trace.SpanFromContext(context.Background())

@@ -12,6 +12,8 @@ import (
 
 	"github.com/jetjobs/jetjobs/tracing"
 	"github.com/jetjobs/jetjobs/tracing/tracingtest"
+
+	"github.com/jetjobs/jetjobs/jobsdb"
 )
 
 func attrs(s sdktrace.ReadOnlySpan) map[attribute.Key]attribute.Value {
@@ -58,7 +60,7 @@ func TestSpanAttributes(t *testing.T) {
 	s.End()
 	_, s = tel.StartProcess(ctx, j)
 	s.End()
-	_, s = tel.StartDB(ctx, tracing.OpFail, j)
+	_, s = tel.StartDB(ctx, tracing.OpRecord(jobsdb.OutcomeError), j)
 	s.End()
 	_, s = tel.StartRun(ctx, tracing.Job{Table: "solo"})
 	s.End()
