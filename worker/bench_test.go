@@ -21,11 +21,10 @@ func BenchmarkWorkerThroughput(b *testing.B) {
 			for range b.N {
 				b.StopTimer()
 				bun := newBundle(b, jobs, nil)
-				w, err := worker.New(worker.Options{
-					DB: bun.db.SQL, NATS: bun.nc, Config: bun.cfg, Tables: []string{bun.table},
-					Handler:     func(context.Context, *worker.Job) (worker.Result, error) { return worker.Result{}, nil },
-					Concurrency: concurrency, MaxCalls: jobs, // stop at the last job, not after an idle wait
-				})
+				opts := bun.opts
+				opts.Handler = func(context.Context, *worker.Job) (worker.Result, error) { return worker.Result{}, nil }
+				opts.Concurrency, opts.MaxCalls = concurrency, jobs // stop at the last job, not after an idle wait
+				w, err := worker.New(opts)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -13,167 +13,177 @@ import (
 
 	"github.com/jetjobs/jetjobs/jobsdb"
 	"github.com/jetjobs/jetjobs/queue"
+	"github.com/jetjobs/jetjobs/startstop"
 	"github.com/jetjobs/jetjobs/tracing"
 )
 
-// Completer defaults: a batch is written when it holds completerBatch outcomes or when the
-// oldest has waited completerDelay, whichever comes first.
 const (
-	completerBatch  = 500
-	completerDelay  = 2 * time.Millisecond
-	completerBuffer = 4 * completerBatch
+	// completerBuffer is how many finished jobs may wait per batch slot before add blocks
+	// (backpressure on the job slots): completerBuffer × RecordBatch.
+	completerBuffer = 4
 	ackTimeout      = 5 * time.Second
 	acksInFlight    = 16
 )
 
-// finished is one job's outcome on its way to MySQL, with the message to ack once it is
-// recorded and the callback that accounts for it.
-type finished struct {
-	outcome jobsdb.Outcome
-	write   func(ctx context.Context, tx *sql.Tx) error
-	msg     queue.Msg
-	ctx     context.Context // the job's trace context
-	span    tracing.Job
-	// done is called once the outcome is settled: applied is false when the lease had been
-	// taken over; err is set when nothing could be recorded. outcome may have changed kind
-	// (a Write callback that failed turns a success into an error).
-	done func(f *finished, applied bool, err error)
-}
-
-// completer records outcomes in batches, each outcome fenced by its lease token, and acks
-// each message only after its outcome committed. Outcomes with a Write callback get a
-// transaction of their own.
+// completer records a table's outcomes in batches, each fenced by its lease token, and
+// settles each message only after its outcome committed. A batch is written when it holds
+// RecordBatch outcomes or when the oldest has waited RecordDelay. Outcomes with a Write
+// callback get a transaction of their own.
+//
+// After Stop it records what is queued, retrying an unreachable MySQL for StopTimeout at most;
+// the jobs it gives up on keep their leases until they expire. Nothing may be added after Stop.
 type completer struct {
-	tel     *tracing.Telemetry
-	db      *sql.DB
-	jobs    *jobsdb.Jobs
-	in      chan *finished
-	stopped chan struct{}
-	// giveUp bounds how long a batch is retried while MySQL is unreachable after the worker
-	// was told to stop; its messages are then left unacked and its leases expire.
-	giveUp context.Context
-	// acking holds a token per batch of acks in flight; acks waits for them on close.
+	startstop.Base
+	tel         *tracing.Telemetry
+	db          *sql.DB
+	jobs        *jobsdb.Jobs
+	batchSize   int
+	delay       time.Duration
+	stopTimeout time.Duration
+	settled     func(j *job, applied bool, err error)
+	in          chan *job
+
+	// acking holds a token per batch of acks in flight; acks waits for them at the end.
 	acking chan struct{}
 	acks   sync.WaitGroup
 }
 
-func newCompleter(tel *tracing.Telemetry, db *sql.DB, jobs *jobsdb.Jobs, giveUp context.Context) *completer {
-	c := &completer{
-		tel: tel, db: db, jobs: jobs, giveUp: giveUp,
-		in:      make(chan *finished, completerBuffer),
-		stopped: make(chan struct{}),
+func newCompleter(opts Options, jobs *jobsdb.Jobs, settled func(*job, bool, error)) *completer {
+	return &completer{
+		tel: opts.Telemetry, db: opts.DB, jobs: jobs,
+		batchSize: opts.RecordBatch, delay: opts.RecordDelay, stopTimeout: opts.StopTimeout,
+		settled: settled,
+		in:      make(chan *job, completerBuffer*opts.RecordBatch),
 		acking:  make(chan struct{}, acksInFlight),
 	}
-	go c.run()
-	return c
 }
 
-// add queues an outcome; it blocks when the buffer is full (backpressure on the job slots).
-func (c *completer) add(f *finished) { c.in <- f }
-
-// close flushes what is queued and waits for the last batch and its acks.
-func (c *completer) close() {
-	close(c.in)
-	<-c.stopped
-	c.acks.Wait()
+// Start starts recording in the background.
+func (c *completer) Start(ctx context.Context) error {
+	ctx, ok, done := c.StartInit(ctx)
+	if !ok {
+		return nil
+	}
+	// Retries go on after the stop, for stopTimeout at most.
+	giveUp, cancelGiveUp := context.WithCancel(context.WithoutCancel(ctx))
+	context.AfterFunc(ctx, func() { time.AfterFunc(c.stopTimeout, cancelGiveUp) })
+	go func() {
+		defer done()
+		defer cancelGiveUp()
+		c.run(ctx, giveUp)
+		c.acks.Wait()
+	}()
+	return nil
 }
 
-func (c *completer) run() {
-	defer close(c.stopped)
-	batch := make([]*finished, 0, completerBatch)
+// add queues a finished job; it blocks while the buffer is full.
+func (c *completer) add(j *job) { c.in <- j }
+
+func (c *completer) run(ctx, giveUp context.Context) {
+	batch := make([]*job, 0, c.batchSize)
+	timer := time.NewTimer(c.delay)
+	timer.Stop()
 	for {
-		f, ok := <-c.in
-		if !ok {
-			return
-		}
-		batch = append(batch[:0], f)
-		timer := time.NewTimer(completerDelay)
-	collect:
-		for len(batch) < completerBatch {
-			select {
-			case f, ok := <-c.in:
-				if !ok {
+		select {
+		case j := <-c.in:
+			batch = append(batch[:0], j)
+			timer.Reset(c.delay)
+		collect:
+			for len(batch) < c.batchSize {
+				select {
+				case j := <-c.in:
+					batch = append(batch, j)
+				case <-timer.C:
 					break collect
 				}
-				batch = append(batch, f)
-			case <-timer.C:
-				break collect
+			}
+			timer.Stop()
+			c.flush(giveUp, batch)
+		case <-ctx.Done():
+			// Record what is queued, then stop.
+			for {
+				batch = batch[:0]
+			drain:
+				for len(batch) < c.batchSize {
+					select {
+					case j := <-c.in:
+						batch = append(batch, j)
+					default:
+						break drain
+					}
+				}
+				if len(batch) == 0 {
+					return
+				}
+				c.flush(giveUp, batch)
 			}
 		}
-		timer.Stop()
-		c.flush(batch)
 	}
 }
 
-func (c *completer) flush(batch []*finished) {
-	var grouped []*finished
-	for _, f := range batch {
-		if f.write != nil {
-			c.settle([]*finished{f}, c.recordOwnTx)
+func (c *completer) flush(ctx context.Context, batch []*job) {
+	var grouped []*job
+	for _, j := range batch {
+		if j.write != nil {
+			c.settle(ctx, []*job{j}, c.recordOwnTx)
 		} else {
-			grouped = append(grouped, f)
+			grouped = append(grouped, j)
 		}
 	}
 	if len(grouped) > 0 {
-		c.settle(grouped, c.recordBatch)
+		c.settle(ctx, grouped, c.recordBatch)
 	}
 }
 
-// settle records a group, retrying while MySQL is unreachable, then acks and reports. A
-// permanent failure of a batch (say, one job's rows do not fit the target) is narrowed down by
-// recording the group's outcomes one by one; a success whose rows cannot be written is
+// recordFunc records a group of outcomes and says which were applied.
+type recordFunc func(ctx context.Context, group []*job) ([]bool, error)
+
+// settle records a group, retrying transient failures, then settles the messages and reports.
+// A permanent failure of a batch (say, one job's rows do not fit the target) is narrowed down
+// by recording the group's outcomes one by one; a success whose rows cannot be written is
 // recorded as an error, so one bad job never blocks the others.
-func (c *completer) settle(group []*finished, record func(ctx context.Context, group []*finished) ([]bool, error)) {
+func (c *completer) settle(ctx context.Context, group []*job, record recordFunc) {
 	spans := c.startSpans(group)
-	applied, err := c.retry(group, record)
+	applied, err := c.retry(ctx, group, record)
 	defer endSpans(spans, err)
-	if err != nil && !jobsdb.IsTransient(err) && c.giveUp.Err() == nil {
+	if err != nil && !jobsdb.IsTransient(err) && ctx.Err() == nil {
 		if len(group) > 1 {
-			for _, f := range group {
-				c.settle([]*finished{f}, record)
+			for _, j := range group {
+				c.settle(ctx, []*job{j}, record)
 			}
 			return
 		}
-		if f := group[0]; f.outcome.Kind == jobsdb.OutcomeSuccess {
-			f.outcome.Kind = jobsdb.OutcomeError
-			f.outcome.Message = "recording the job's results failed: " + err.Error()
-			f.outcome.Stack = err.Error()
-			f.outcome.Rows, f.write = nil, nil
-			applied, err = c.retry(group, c.recordBatch)
+		if j := group[0]; j.outcome.Kind == jobsdb.OutcomeSuccess {
+			j.outcome.Kind = jobsdb.OutcomeError
+			j.outcome.Message = "recording the job's results failed: " + err.Error()
+			j.outcome.Stack = err.Error()
+			j.outcome.Rows, j.write = nil, nil
+			applied, err = c.retry(ctx, group, c.recordBatch)
 		}
 	}
 	if err != nil {
-		// Nothing was recorded: ack nothing, so the messages are redelivered and the leases
+		// Nothing was recorded: settle no message, so they are redelivered and the leases
 		// expire and are recovered by the scheduler.
-		for _, f := range group {
-			f.done(f, false, fmt.Errorf("record outcome: %w", err))
+		for _, j := range group {
+			c.settled(j, false, fmt.Errorf("record outcome: %w", err))
 		}
 		return
 	}
 	c.settleMessages(group, applied)
-	for i, f := range group {
-		f.done(f, applied[i], nil)
+	for i, j := range group {
+		c.settled(j, applied[i], nil)
 	}
 }
 
 // startSpans starts one span per job for the statement that records the group, only when
 // tracing is on.
-func (c *completer) startSpans(group []*finished) []trace.Span {
+func (c *completer) startSpans(group []*job) []trace.Span {
 	if !c.tel.Enabled() {
 		return nil
 	}
 	spans := make([]trace.Span, len(group))
-	for i, f := range group {
-		op := tracing.OpComplete
-		switch f.outcome.Kind {
-		case jobsdb.OutcomeError:
-			op = tracing.OpFail
-		case jobsdb.OutcomeRetry:
-			op = tracing.OpRetry
-		case jobsdb.OutcomeRelease:
-			op = tracing.OpRelease
-		}
-		_, spans[i] = c.tel.StartDB(f.ctx, op, f.span)
+	for i, j := range group {
+		_, spans[i] = c.tel.StartDB(j.ctx, tracing.OpRecord(j.outcome.Kind), j.span)
 	}
 	return spans
 }
@@ -184,15 +194,16 @@ func endSpans(spans []trace.Span, err error) {
 	}
 }
 
-// retry records the group until it is recorded, fails permanently, or the worker gives up
-// (giveUp). Transient and ambiguous failures are retried with exponential backoff; after an
-// ambiguous one (the commit may have landed) the outcomes are recorded with MaybeRecorded.
-func (c *completer) retry(group []*finished, record func(ctx context.Context, group []*finished) ([]bool, error)) ([]bool, error) {
-	return backoff.Retry(c.giveUp, func() ([]bool, error) {
-		applied, err := record(c.giveUp, group)
+// retry records the group until it is recorded, fails permanently, or ctx (the give-up
+// context) ends. Transient and ambiguous failures are retried with exponential backoff;
+// after an ambiguous one (the commit may have landed) the outcomes are recorded with
+// MaybeRecorded.
+func (c *completer) retry(ctx context.Context, group []*job, record recordFunc) ([]bool, error) {
+	return backoff.Retry(ctx, func() ([]bool, error) {
+		applied, err := record(ctx, group)
 		if errors.Is(err, jobsdb.ErrAmbiguous) || jobsdb.IsAmbiguous(err) {
-			for _, f := range group {
-				f.outcome.MaybeRecorded = true
+			for _, j := range group {
+				j.outcome.MaybeRecorded = true
 			}
 		}
 		if err != nil && !jobsdb.IsTransient(err) && !errors.Is(err, jobsdb.ErrAmbiguous) {
@@ -202,10 +213,10 @@ func (c *completer) retry(group []*finished, record func(ctx context.Context, gr
 	}, backoff.WithBackOff(backoff.NewExponentialBackOff()), backoff.WithMaxElapsedTime(0))
 }
 
-func (c *completer) recordBatch(ctx context.Context, group []*finished) ([]bool, error) {
+func (c *completer) recordBatch(ctx context.Context, group []*job) ([]bool, error) {
 	outcomes := make([]jobsdb.Outcome, len(group))
-	for i, f := range group {
-		outcomes[i] = f.outcome
+	for i, j := range group {
+		outcomes[i] = j.outcome
 	}
 	return c.jobs.Record(ctx, outcomes)
 }
@@ -215,8 +226,8 @@ func (c *completer) recordBatch(ctx context.Context, group []*finished) ([]bool,
 // ambiguous commit the lease is checked before anything runs again: a lease no longer held
 // means that commit landed (or the job was taken over), and the handler's writes must not be
 // made twice.
-func (c *completer) recordOwnTx(ctx context.Context, group []*finished) ([]bool, error) {
-	f := group[0]
+func (c *completer) recordOwnTx(ctx context.Context, group []*job) ([]bool, error) {
+	j := group[0]
 	ctx, cancel := context.WithTimeout(ctx, c.jobs.Options().StatementTimeout)
 	defer cancel()
 	tx, err := c.db.BeginTx(ctx, nil)
@@ -224,23 +235,23 @@ func (c *completer) recordOwnTx(ctx context.Context, group []*finished) ([]bool,
 		return nil, err
 	}
 	defer tx.Rollback()
-	if f.outcome.MaybeRecorded {
-		held, err := c.jobs.LockLeases(ctx, tx, []jobsdb.Lease{f.outcome.Lease})
+	if j.outcome.MaybeRecorded {
+		held, err := c.jobs.LockLeases(ctx, tx, []jobsdb.Lease{j.outcome.Lease})
 		if err != nil {
 			return nil, err
 		}
 		if !held[0] {
-			return c.jobs.RecordTx(ctx, tx, []jobsdb.Outcome{f.outcome})
+			return c.jobs.RecordTx(ctx, tx, []jobsdb.Outcome{j.outcome})
 		}
 	}
-	applied, err := c.jobs.RecordTx(ctx, tx, []jobsdb.Outcome{f.outcome})
+	applied, err := c.jobs.RecordTx(ctx, tx, []jobsdb.Outcome{j.outcome})
 	if err != nil {
 		return nil, err
 	}
 	if !applied[0] {
 		return applied, nil
 	}
-	if err := f.write(ctx, tx); err != nil {
+	if err := j.write(ctx, tx); err != nil {
 		return nil, fmt.Errorf("the handler's Write callback: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -264,15 +275,15 @@ func (c *completer) recordOwnTx(ctx context.Context, group []*finished) ([]bool,
 // A lost ack is harmless: the message comes back, its reservation fails because MySQL already
 // recorded the outcome, and it is then acked and dropped. So when acks pile up (NATS down),
 // new ones are dropped rather than queued without bound.
-func (c *completer) settleMessages(group []*finished, applied []bool) {
+func (c *completer) settleMessages(group []*job, applied []bool) {
 	var ack, redeliver []queue.Msg
-	for i, f := range group {
+	for i, j := range group {
 		switch {
-		case f.msg == nil:
-		case applied[i] && f.outcome.Kind != jobsdb.OutcomeRelease:
-			ack = append(ack, f.msg)
+		case j.msg == nil:
+		case applied[i] && j.outcome.Kind != jobsdb.OutcomeRelease:
+			ack = append(ack, j.msg)
 		default:
-			redeliver = append(redeliver, f.msg)
+			redeliver = append(redeliver, j.msg)
 		}
 	}
 	if len(ack)+len(redeliver) == 0 {

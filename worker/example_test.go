@@ -10,7 +10,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/jetjobs/jetjobs/config"
 	"github.com/jetjobs/jetjobs/internal/mysqltest"
 	"github.com/jetjobs/jetjobs/jobsdb"
 	"github.com/jetjobs/jetjobs/queue"
@@ -21,15 +20,15 @@ import (
 // the same transaction that records the job's completion. Run it as a program with
 // worker.New(...).Run(ctx) next to a scheduler; here the example's setup plays the scheduler.
 func Example() {
-	cfg, cleanup := exampleSetup() // a database with lab.subject → lab.__square, jobs published
+	env, cleanup := exampleSetup() // a database with subject → __square, jobs published
 	defer cleanup()
 
-	db, err := jobsdb.Open(context.Background(), cfg.MySQL.DSN)
+	db, err := jobsdb.Open(context.Background(), env.dsn)
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer db.Close()
-	nc, err := queue.Connect(context.Background(), queue.ConnectOptions{URL: cfg.NATS.URL})
+	nc, err := queue.Connect(context.Background(), queue.ConnectOptions{URL: env.natsURL})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -41,8 +40,8 @@ func Example() {
 		return worker.Result{Rows: []jobsdb.Row{{"square": n * n}}}, nil
 	}
 	w, err := worker.New(worker.Options{
-		DB: db, NATS: nc, Config: cfg,
-		Tables:      cfg.TableNames(),
+		DB: db, NATS: nc,
+		Tables:      []worker.Table{{Name: env.table}},
 		Handler:     square,
 		Concurrency: 4,
 		Once:        true, // stop when no due job is left
@@ -58,16 +57,19 @@ func Example() {
 	fmt.Println("success_count:", summary.SuccessCount)
 
 	var total int
-	db.QueryRow("SELECT SUM(square) FROM " + cfg.Tables[0].Table).Scan(&total)
+	db.QueryRow("SELECT SUM(square) FROM " + env.table).Scan(&total)
 	fmt.Println("sum of squares:", total)
 	// Output:
 	// success_count: 5
 	// sum of squares: 55
 }
 
+// exampleEnv is where the example's setup put things.
+type exampleEnv struct{ dsn, natsURL, table string }
+
 // exampleSetup creates the pipeline subject(1..5) → __square in a fresh database, refreshes
 // its jobs and publishes them on an embedded NATS server, as a scheduler would.
-func exampleSetup() (config.Config, func()) {
+func exampleSetup() (exampleEnv, func()) {
 	ctx := context.Background()
 	server, err := mysqltest.Server()
 	must(err)
@@ -93,21 +95,17 @@ func exampleSetup() (config.Config, func()) {
 	ns, err := queue.StartEmbedded(queue.EmbeddedOptions{Listen: "127.0.0.1:0", StoreDir: store})
 	must(err)
 
-	cfg := config.Default()
-	cfg.MySQL.DSN = dsn
-	cfg.NATS.URL = ns.ClientURL()
-	cfg.Tables = []config.Table{{Table: name + ".__square"}}
-
-	target, err := jobsdb.Inspect(ctx, db, cfg.Tables[0].Table, "")
+	env := exampleEnv{dsn: dsn, natsURL: ns.ClientURL(), table: name + ".__square"}
+	target, err := jobsdb.Inspect(ctx, db, env.table, "")
 	must(err)
 	jobs := jobsdb.New(db, target, jobsdb.Options{})
 	_, err = jobs.Refresh(ctx, jobsdb.RefreshOptions{Priority: 5, Delay: -time.Second})
 	must(err)
 	due, err := jobs.FetchPending(ctx, 0, nil, nil)
 	must(err)
-	nc, err := queue.Connect(ctx, queue.ConnectOptions{URL: cfg.NATS.URL})
+	nc, err := queue.Connect(ctx, queue.ConnectOptions{URL: env.natsURL})
 	must(err)
-	q, err := queue.Open(ctx, nc, name, "__square", queue.Config{Prefix: cfg.NATS.SubjectPrefix})
+	q, err := queue.Open(ctx, nc, name, "__square", queue.Config{})
 	must(err)
 	var msgs []queue.Message
 	for _, j := range due {
@@ -118,7 +116,7 @@ func exampleSetup() (config.Config, func()) {
 	_, err = q.Publish(ctx, msgs)
 	must(err)
 	nc.Close()
-	return cfg, func() {
+	return env, func() {
 		db.Close()
 		admin.Exec("DROP DATABASE " + name)
 		admin.Close()

@@ -48,7 +48,7 @@ func (e *RetryableError) Error() string { return e.Err.Error() }
 func (e *RetryableError) Unwrap() error { return e.Err }
 
 // Retryable wraps err so that the worker retries the job with exponential backoff, up to the
-// configured jobs.max_attempts; after the last attempt the job is recorded as failed.
+// worker's MaxAttempts; after the last attempt the job is recorded as failed.
 func Retryable(err error) error { return &RetryableError{Err: err} }
 
 // IsRetryable reports whether err asks for a retry.

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jetjobs/jetjobs/jobsdb"
 	"github.com/jetjobs/jetjobs/queue"
+	"github.com/jetjobs/jetjobs/startstop"
 )
 
 // Lease safety: a job is cancelled (its handler killed) leaseMargin before its lease can have
@@ -24,22 +24,6 @@ func leaseMargin(lease time.Duration) time.Duration { return min(lease/4, maxLea
 // or too slow): it is released, and the scheduler recovers the job once the lease expired.
 var errLeaseUnrenewed = errors.New("lease could not be renewed before it expires")
 
-// running is one job in progress: its lease, its message and how to cancel it.
-type running struct {
-	lease  jobsdb.Lease
-	msg    queue.Msg
-	cancel context.CancelCauseFunc
-	// finishing is set once the handler returned and the outcome waits to be recorded: the
-	// lease is still renewed, but a lost lease then cancels nothing (the recording is fenced
-	// and reports it), and a job recorded between the heartbeat's snapshot and its statement
-	// is not mistaken for a lost one.
-	finishing atomic.Bool
-
-	// Guarded by keeper.mu.
-	renewed   time.Time // when the last reservation or renewal that took effect was sent
-	cancelled bool      // cancel was called
-}
-
 // keeper keeps a table's running jobs alive: every interval it renews all their leases in
 // MySQL in one statement and tells JetStream they are in progress. It cancels the jobs whose
 // lease was lost (taken over after an expiry, or deleted by jobsctl), and those whose lease it
@@ -49,6 +33,7 @@ type running struct {
 // server evaluates NOW(3) after it received the statement), whatever the clocks say; so a job
 // whose last successful renewal was sent at s is cancelled at s + lease - leaseMargin.
 type keeper struct {
+	startstop.Base
 	jobs     *jobsdb.Jobs
 	interval time.Duration
 	lease    time.Duration
@@ -56,14 +41,27 @@ type keeper struct {
 	poke     chan struct{} // a job was added: its deadline may be the next one
 
 	mu      sync.Mutex
-	running map[*running]struct{}
+	running map[*job]struct{}
 }
 
 func newKeeper(j *jobsdb.Jobs, interval time.Duration, log *slog.Logger) *keeper {
 	return &keeper{
 		jobs: j, interval: interval, lease: j.Options().LeaseDuration, log: log,
-		poke: make(chan struct{}, 1), running: map[*running]struct{}{},
+		poke: make(chan struct{}, 1), running: map[*job]struct{}{},
 	}
+}
+
+// Start starts renewing in the background.
+func (k *keeper) Start(ctx context.Context) error {
+	ctx, ok, done := k.StartInit(ctx)
+	if !ok {
+		return nil
+	}
+	go func() {
+		defer done()
+		k.run(ctx)
+	}()
+	return nil
 }
 
 // deadline is when a job whose lease was last renewed at renewed must be cancelled.
@@ -71,11 +69,11 @@ func (k *keeper) deadline(renewed time.Time) time.Time {
 	return renewed.Add(k.lease - leaseMargin(k.lease))
 }
 
-// add starts keeping r, whose reservation was sent at reserved.
-func (k *keeper) add(r *running, reserved time.Time) {
+// add starts keeping j, whose reservation was sent at j.reserved.
+func (k *keeper) add(j *job) {
 	k.mu.Lock()
-	r.renewed = reserved
-	k.running[r] = struct{}{}
+	j.renewed = j.reserved
+	k.running[j] = struct{}{}
 	k.mu.Unlock()
 	select {
 	case k.poke <- struct{}{}:
@@ -83,16 +81,16 @@ func (k *keeper) add(r *running, reserved time.Time) {
 	}
 }
 
-// valid reports whether r's lease is still certainly held (its deadline has not passed).
-func (k *keeper) valid(r *running) bool {
+// valid reports whether j's lease is still certainly held (its deadline has not passed).
+func (k *keeper) valid(j *job) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return time.Now().Before(k.deadline(r.renewed))
+	return time.Now().Before(k.deadline(j.renewed))
 }
 
-func (k *keeper) remove(r *running) {
+func (k *keeper) remove(j *job) {
 	k.mu.Lock()
-	delete(k.running, r)
+	delete(k.running, j)
 	k.mu.Unlock()
 }
 
@@ -116,12 +114,6 @@ func (k *keeper) run(ctx context.Context) {
 		if wake.IsZero() || nextRenew.Before(wake) {
 			wake = nextRenew
 		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
 		timer.Reset(time.Until(wake))
 	}
 }
@@ -131,15 +123,15 @@ func (k *keeper) run(ctx context.Context) {
 func (k *keeper) renew(ctx context.Context) {
 	now := time.Now()
 	k.mu.Lock()
-	jobs := make([]*running, 0, len(k.running))
+	jobs := make([]*job, 0, len(k.running))
 	var inProgress []queue.Msg
-	for r := range k.running {
-		jobs = append(jobs, r)
+	for j := range k.running {
+		jobs = append(jobs, j)
 		// A message is kept only while its lease is certainly held: once the lease may have
 		// expired, the message is let go, so that JetStream redelivers it to a worker that
 		// can reach MySQL, instead of holding the job for a worker that cannot.
-		if r.msg != nil && now.Before(k.deadline(r.renewed)) {
-			inProgress = append(inProgress, r.msg)
+		if j.msg != nil && now.Before(k.deadline(j.renewed)) {
+			inProgress = append(inProgress, j.msg)
 		}
 	}
 	k.mu.Unlock()
@@ -147,8 +139,10 @@ func (k *keeper) renew(ctx context.Context) {
 		return
 	}
 	leases := make([]jobsdb.Lease, len(jobs))
-	for i, r := range jobs {
-		leases[i] = r.lease
+	byToken := make(map[string][]*job)
+	for i, j := range jobs {
+		leases[i] = j.lease
+		byToken[j.lease.Token] = append(byToken[j.lease.Token], j)
 	}
 	for _, m := range inProgress {
 		m.InProgress()
@@ -165,21 +159,27 @@ func (k *keeper) renew(ctx context.Context) {
 		}
 		return
 	}
-	isLost := make(map[string]bool, len(lost))
+	isLost := make(map[*job]bool, len(lost))
+	target := k.jobs.Target()
 	for _, l := range lost {
-		isLost[k.leaseID(l)] = true
+		// Rare: find the job by its token, then its key.
+		for _, j := range byToken[l.Token] {
+			if target.KeyString(j.lease.Key) == target.KeyString(l.Key) {
+				isLost[j] = true
+			}
+		}
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for _, r := range jobs {
-		if !isLost[k.leaseID(r.lease)] {
-			r.renewed = sent
+	for _, j := range jobs {
+		if !isLost[j] {
+			j.renewed = sent
 			continue
 		}
-		if !r.finishing.Load() && !r.cancelled {
-			k.log.Warn("lease lost; cancelling the job", "key", string(mustJSON(k.jobs.Target(), r.lease.Key)))
-			r.cancelled = true
-			r.cancel(jobsdb.ErrLeaseLost)
+		if !j.finishing.Load() && !j.cancelled {
+			k.log.Warn("lease lost; cancelling the job", "key", string(j.keyJSON))
+			j.cancelled = true
+			j.cancel(jobsdb.ErrLeaseLost)
 		}
 	}
 }
@@ -191,11 +191,11 @@ func (k *keeper) expire() time.Time {
 	var next time.Time
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for r := range k.running {
-		if r.cancelled || r.finishing.Load() {
+	for j := range k.running {
+		if j.cancelled || j.finishing.Load() {
 			continue
 		}
-		d := k.deadline(r.renewed)
+		d := k.deadline(j.renewed)
 		if now.Before(d) {
 			if next.IsZero() || d.Before(next) {
 				next = d
@@ -203,13 +203,9 @@ func (k *keeper) expire() time.Time {
 			continue
 		}
 		k.log.Warn("lease not renewed in time; cancelling the job before the lease can expire",
-			"key", string(mustJSON(k.jobs.Target(), r.lease.Key)), "last_renewed", now.Sub(r.renewed).Round(time.Millisecond))
-		r.cancelled = true
-		r.cancel(errLeaseUnrenewed)
+			"key", string(j.keyJSON), "last_renewed", now.Sub(j.renewed).Round(time.Millisecond))
+		j.cancelled = true
+		j.cancel(errLeaseUnrenewed)
 	}
 	return next
-}
-
-func (k *keeper) leaseID(l jobsdb.Lease) string {
-	return l.Token + "\x00" + string(mustJSON(k.jobs.Target(), l.Key))
 }

@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/jetjobs/jetjobs/config"
 	"github.com/jetjobs/jetjobs/internal/mysqltest"
 	"github.com/jetjobs/jetjobs/internal/natstest"
 	"github.com/jetjobs/jetjobs/jobsdb"
@@ -30,25 +29,27 @@ func TestMain(m *testing.M) { mysqltest.Main(m) }
 
 const waitTimeout = 60 * time.Second
 
-// bundle is a test's world: a pipeline of keys with pending jobs, published to a stream.
+// bundle is a test's world: a pipeline of keys with pending jobs, published to a stream, and
+// the options of the workers the test runs.
 type bundle struct {
 	t     testing.TB
 	db    *mysqltest.DB
 	nc    *nats.Conn
-	cfg   config.Config
+	opts  worker.Options // DB, NATS, Tables, short leases and retries
 	jobs  *jobsdb.Jobs
 	queue *queue.Table
 	table string
 }
 
-// setup creates subject(n) → __result(subject_id, value) with n pending jobs, all published.
-func setup(t *testing.T, n int, jobs func(*config.Jobs)) *bundle {
+// setup creates subject(n) → __result(subject_id, value) with n pending jobs, all published;
+// modify, when not nil, changes the workers' options (a lease, KeepCompleted, MaxAttempts).
+func setup(t *testing.T, n int, modify func(*worker.Options)) *bundle {
 	t.Helper()
 	t.Parallel()
-	return newBundle(t, n, jobs)
+	return newBundle(t, n, modify)
 }
 
-func newBundle(t testing.TB, n int, jobs func(*config.Jobs)) *bundle {
+func newBundle(t testing.TB, n int, modify func(*worker.Options)) *bundle {
 	t.Helper()
 	db := mysqltest.New(t)
 	db.Exec(t,
@@ -62,15 +63,6 @@ func newBundle(t testing.TB, n int, jobs func(*config.Jobs)) *bundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	cfg := config.Default()
-	cfg.MySQL.DSN = db.DSN
-	cfg.Jobs.LeaseDuration = config.Seconds(2 * time.Second)
-	cfg.Jobs.RetryBackoff = config.Seconds(10 * time.Millisecond)
-	cfg.NATS.AckWait = config.Seconds(2 * time.Second)
-	cfg.NATS.SubjectPrefix = "wt"
-	if jobs != nil {
-		jobs(&cfg.Jobs)
-	}
 	// The pool the programs use (interpolated parameters, pool size), not the harness's.
 	pool, err := jobsdb.Open(context.Background(), db.DSN)
 	if err != nil {
@@ -78,16 +70,25 @@ func newBundle(t testing.TB, n int, jobs func(*config.Jobs)) *bundle {
 	}
 	t.Cleanup(func() { pool.Close() })
 	db.SQL = pool
-	b := &bundle{t: t, db: db, nc: nc, cfg: cfg, table: db.Name + ".__result"}
+	b := &bundle{t: t, db: db, nc: nc, table: db.Name + ".__result"}
+	b.opts = worker.Options{
+		DB: pool, NATS: nc, Tables: []worker.Table{{Name: b.table}},
+		RetryBackoff: 10 * time.Millisecond,
+		Jobs:         jobsdb.Options{LeaseDuration: 2 * time.Second},
+		Queue:        queue.Config{Prefix: "wt", AckWait: 2 * time.Second},
+	}
+	if modify != nil {
+		modify(&b.opts)
+	}
 	target, err := jobsdb.Inspect(context.Background(), db.SQL, b.table, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.jobs = jobsdb.New(db.SQL, target, jobsdb.Options{LeaseDuration: cfg.Jobs.LeaseDuration.Duration()})
+	b.jobs = jobsdb.New(db.SQL, target, b.opts.Jobs)
 	if _, err := b.jobs.Refresh(context.Background(), jobsdb.RefreshOptions{Priority: 5, Delay: -time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	b.queue, err = queue.Open(context.Background(), nc, db.Name, "__result", queue.Config{Prefix: cfg.NATS.SubjectPrefix, AckWait: cfg.NATS.AckWait.Duration()})
+	b.queue, err = queue.Open(context.Background(), nc, db.Name, "__result", b.opts.Queue)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +119,8 @@ func (b *bundle) publishDue() {
 
 func (b *bundle) worker(h worker.Handler, opts func(*worker.Options)) *worker.Worker {
 	b.t.Helper()
-	o := worker.Options{DB: b.db.SQL, NATS: b.nc, Config: b.cfg, Tables: []string{b.table}, Handler: h, Once: true, Concurrency: 4}
+	o := b.opts
+	o.Handler, o.Once, o.Concurrency = h, true, 4
 	if opts != nil {
 		opts(&o)
 	}
@@ -171,7 +173,7 @@ func TestRowsCommitWithTheCompletion(t *testing.T) {
 }
 
 func TestWriteCallbackRunsInTheCompletionTransaction(t *testing.T) {
-	b := setup(t, 10, func(j *config.Jobs) { j.KeepCompleted = true })
+	b := setup(t, 10, func(o *worker.Options) { o.Jobs.KeepCompleted = true })
 	w := b.worker(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
 		id := subjectID(job)
 		return worker.Result{Write: func(ctx context.Context, tx *sql.Tx) error {
@@ -201,7 +203,7 @@ func TestWriteCallbackRunsInTheCompletionTransaction(t *testing.T) {
 }
 
 func TestRetryableFailuresRetryThenFail(t *testing.T) {
-	b := setup(t, 2, func(j *config.Jobs) { j.MaxAttempts = 3 })
+	b := setup(t, 2, func(o *worker.Options) { o.MaxAttempts = 3 })
 	var calls [3]atomic.Int32
 	h := func(ctx context.Context, job *worker.Job) (worker.Result, error) {
 		id := subjectID(job)
@@ -365,7 +367,7 @@ func TestStopReleasesRunningJobsAfterGrace(t *testing.T) {
 }
 
 func TestExecHandlerProtocol(t *testing.T) {
-	b := setup(t, 3, func(j *config.Jobs) { j.MaxAttempts = 1 })
+	b := setup(t, 3, func(o *worker.Options) { o.MaxAttempts = 1 })
 	dir := t.TempDir()
 	script := filepath.Join(dir, "h.sh")
 	os.WriteFile(script, []byte(`#!/bin/sh
@@ -439,7 +441,7 @@ func alive(pid int) bool {
 }
 
 func TestTelemetryCountsAndSpans(t *testing.T) {
-	b := setup(t, 10, func(j *config.Jobs) { j.MaxAttempts = 1 })
+	b := setup(t, 10, func(o *worker.Options) { o.MaxAttempts = 1 })
 	tel, rec := tracingtest.New(t)
 	w := b.worker(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
 		if !trace.SpanFromContext(ctx).SpanContext().IsValid() {
@@ -488,7 +490,7 @@ func TestTelemetryCountsAndSpans(t *testing.T) {
 	}
 }
 
-func TestAbortReleasesRunningJobsAtOnce(t *testing.T) {
+func TestStopWithAnEndedContextReleasesRunningJobsAtOnce(t *testing.T) {
 	b := setup(t, 2, nil)
 	var started atomic.Int32
 	all := make(chan struct{})
@@ -498,20 +500,23 @@ func TestAbortReleasesRunningJobsAtOnce(t *testing.T) {
 		}
 		<-ctx.Done()
 		return worker.Result{}, ctx.Err()
-	}, func(o *worker.Options) { o.Grace, o.Once = time.Hour, false })
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { _, err := w.Run(ctx); done <- err }()
+	}, func(o *worker.Options) { o.Once = false })
+	if err := w.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	<-all
-	cancel()  // the first signal: stop taking work; running jobs may take the hour of grace
-	w.Abort() // the second signal: release them now
+	// The second signal, or the end of the grace period: release the running jobs now.
+	now, cancel := context.WithCancel(context.Background())
+	cancel()
+	stopped := make(chan struct{})
+	go func() { w.Stop(now); close(stopped) }()
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
+	case <-stopped:
 	case <-time.After(waitTimeout):
-		t.Fatal("Abort did not end the running jobs")
+		t.Fatal("Stop did not end the running jobs")
+	}
+	if sum, err := w.Summary(); err != nil || len(sum.ErrorList) != 0 {
+		t.Fatalf("summary %+v, %v: released jobs are not errors", sum, err)
 	}
 	if n := b.count("SELECT COUNT(*) FROM `~~result` WHERE status = 'pending' AND lease_token = ''"); n != 2 {
 		t.Errorf("%d jobs released to pending, want 2", n)

@@ -4,29 +4,23 @@ package workercmd
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/jetjobs/jetjobs/config"
 	"github.com/jetjobs/jetjobs/internal/cli"
-	"github.com/jetjobs/jetjobs/jobsdb"
 	"github.com/jetjobs/jetjobs/queue"
 	"github.com/jetjobs/jetjobs/tracing"
 	"github.com/jetjobs/jetjobs/worker"
@@ -58,8 +52,12 @@ standard OTEL_EXPORTER_OTLP_* settings; the scheduler's trace context reaches ea
 Flags:
 `
 
-// httpTimeout bounds the metrics server's reads and shutdown, and the telemetry flush.
-const httpTimeout = 5 * time.Second
+const (
+	// serviceName is the telemetry's service.name (OTEL_SERVICE_NAME overrides it).
+	serviceName = "jetjobs-worker"
+	// telemetryShutdownTimeout bounds the flush of traces and metrics at exit.
+	telemetryShutdownTimeout = 5 * time.Second
+)
 
 type options struct {
 	exec           string
@@ -68,6 +66,7 @@ type options struct {
 	maxCalls       int
 	suppressErrors bool
 	priority       int
+	maxPriority    *int
 	progress       bool
 	once           bool
 	grace          time.Duration
@@ -84,13 +83,13 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	var o options
 	fs.StringVar(&o.exec, "exec", "", "handler command line, run once per job: directly, or by /bin/sh -c when it uses shell syntax (required)")
 	fs.DurationVar(&o.timeout, "timeout", 0, "kill a job's handler (its whole process group) after this long and record an error; 0 = no limit")
-	fs.IntVarP(&o.concurrency, "concurrency", "j", worker.DefaultConcurrency, "jobs run at once (populate's processes)")
+	fs.IntVarP(&o.concurrency, "concurrency", "j", worker.ConcurrencyDefault, "jobs run at once (populate's processes)")
 	fs.IntVar(&o.maxCalls, "max-calls", 0, "stop after this many jobs finished (succeeded, failed or retried); 0 = no limit")
 	fs.BoolVar(&o.suppressErrors, "suppress-errors", false, "keep going after a job fails; without it the worker records the error, finishes running jobs and exits 1")
 	fs.IntVar(&o.priority, "priority", 0, "take only jobs with priority <= N (lower is more urgent); unset = all")
 	fs.BoolVar(&o.progress, "progress", false, "show a progress bar on a terminal (stderr)")
 	fs.BoolVar(&o.once, "once", false, "exit when no due job is left and none is running")
-	fs.DurationVar(&o.grace, "grace", worker.DefaultGrace, "on SIGTERM/SIGINT, how long running jobs may finish before they are released to pending")
+	fs.DurationVar(&o.grace, "grace", worker.GraceDefault, "on SIGTERM/SIGINT, how long running jobs may finish before they are released to pending")
 	fs.StringVarP(&o.output, "output", "o", "text", "summary format at exit: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus /metrics and /healthz over HTTP on this address, e.g. 127.0.0.1:9465; empty = no HTTP server")
@@ -101,7 +100,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		}
 		return cli.ExitUsage
 	}
-	log, err := newLogger(stderr, o.logLevel)
+	if fs.Changed("priority") {
+		o.maxPriority = &o.priority
+	}
+	log, err := cli.NewLogger(stderr, o.logLevel)
 	if err != nil {
 		fmt.Fprintln(stderr, "worker:", err)
 		return cli.ExitUsage
@@ -120,6 +122,9 @@ func run(fs *pflag.FlagSet, cfgFlags *config.Flags, o options, log *slog.Logger,
 	if o.output != "text" && o.output != "json" {
 		return cli.Usagef("--output %q: want text or json", o.output)
 	}
+	if o.concurrency < 1 || o.maxCalls < 0 {
+		return cli.Usagef("--concurrency must be at least 1 and --max-calls not negative")
+	}
 	cfg, err := cfgFlags.Load(nil, fs.Args())
 	if err != nil {
 		return err
@@ -128,20 +133,28 @@ func run(fs *pflag.FlagSet, cfgFlags *config.Flags, o options, log *slog.Logger,
 	if err != nil {
 		return err
 	}
-	var maxPriority *int
-	if fs.Changed("priority") {
-		maxPriority = &o.priority
-	}
 
 	// Signals are handled from the start: a stop while MySQL or NATS are still being waited
-	// for ends the program cleanly.
+	// for ends the program cleanly. The first stops taking work; the second (or the end of
+	// the grace period) releases the jobs still running.
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	var abort atomic.Pointer[worker.Worker]
+	stopCtx, abort := context.WithCancel(context.Background())
+	defer abort()
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
-	go handleSignals(sigs, stop, &abort, log)
+	go func() {
+		if sig, ok := <-sigs; ok {
+			log.Info("stopping: no new jobs; running jobs may finish", "signal", sig.String(), "grace", o.grace)
+			stop()
+		}
+		if sig, ok := <-sigs; ok {
+			log.Warn("stopping now: releasing running jobs", "signal", sig.String())
+			abort()
+		}
+	}()
+
 	db, err := cli.OpenDB(ctx, cfg.MySQL.DSN, log)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -150,39 +163,33 @@ func run(fs *pflag.FlagSet, cfgFlags *config.Flags, o options, log *slog.Logger,
 		return err
 	}
 	defer db.Close()
-	nc, err := queue.Connect(ctx, queue.ConnectOptions{
-		URL: cfg.NATS.URL, Credentials: cfg.NATS.Credentials,
-		TLSCA: cfg.NATS.TLSCA, TLSCert: cfg.NATS.TLSCert, TLSKey: cfg.NATS.TLSKey,
-		Name: "jetjobs-worker", Logger: log,
-	})
+	nc, err := queue.Connect(ctx, cli.ConnectOptions(cfg, "jetjobs-worker", log))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return err
 	}
-	defer nc.Drain()
+	defer cli.Drain(nc, log)
 
-	tel, err := tracing.Setup(ctx, tracing.Options{ServiceName: "jetjobs-worker", Prometheus: o.metricsAddr != "", SetGlobal: true})
+	tel, err := tracing.Setup(ctx, tracing.Options{ServiceName: serviceName, Prometheus: o.metricsAddr != "", SetGlobal: true})
 	if err != nil {
 		return cli.Usagef("telemetry: %v", err)
 	}
 	defer shutdownTelemetry(tel, log)
 	if o.metricsAddr != "" {
-		stopHTTP, err := serveMetrics(o.metricsAddr, tel.MetricsHandler(), log)
-		if err != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", tel.MetricsHandler())
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+		srv := cli.NewHTTPServer(o.metricsAddr, mux, log)
+		if err := srv.Start(ctx); err != nil {
 			return err
 		}
-		defer stopHTTP()
+		defer srv.Stop()
 	}
 
-	opts := worker.Options{
-		DB: db, NATS: nc, Config: cfg, Tables: tables,
-		Handler:     worker.Exec(worker.ExecOptions{Command: o.exec, Timeout: o.timeout}),
-		Concurrency: o.concurrency, MaxCalls: o.maxCalls, SuppressErrors: o.suppressErrors,
-		MaxPriority: maxPriority, Once: o.once, Grace: o.grace, Logger: log,
-		Telemetry: tel,
-	}
+	opts := workerOptions(cfg, tables, o, log)
+	opts.DB, opts.NATS, opts.Telemetry = db, nc, tel
 	var bar *progressBar
 	if o.progress && isTerminal(stderr) {
 		bar = newProgressBar(ctx, db, cfg, tables, stderr)
@@ -194,28 +201,53 @@ func run(fs *pflag.FlagSet, cfgFlags *config.Flags, o options, log *slog.Logger,
 	if err != nil {
 		return err
 	}
-	abort.Store(w)
-	summary, runErr := w.Run(ctx)
+	if err := w.Start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	select {
+	case <-w.Done():
+	case <-ctx.Done():
+		grace := time.AfterFunc(o.grace, abort)
+		w.Stop(stopCtx)
+		grace.Stop()
+	}
+	summary, runErr := w.Summary()
 	if bar != nil {
 		bar.close()
 	}
 	if err := printSummary(stdout, o.output, summary); err != nil {
 		return err
 	}
+	if errors.Is(runErr, worker.ErrJobFailed) {
+		return fmt.Errorf("%w (use --suppress-errors to keep going)", runErr)
+	}
 	return runErr
 }
 
-// handleSignals stops taking work on the first SIGTERM/SIGINT and aborts the worker (once
-// it exists) on the second.
-func handleSignals(sigs <-chan os.Signal, stop context.CancelFunc, w *atomic.Pointer[worker.Worker], log *slog.Logger) {
-	sig := <-sigs
-	log.Info("stopping: no new jobs; running jobs may finish", "signal", sig.String())
-	stop()
-	sig = <-sigs
-	log.Warn("stopping now: releasing running jobs", "signal", sig.String())
-	if w := w.Load(); w != nil {
-		w.Abort()
+// workerOptions translates the configuration and the flags into the worker's options.
+func workerOptions(cfg config.Config, tables []string, o options, log *slog.Logger) worker.Options {
+	opts := worker.Options{
+		Handler:        worker.Exec(worker.ExecOptions{Command: o.exec, Timeout: o.timeout}),
+		Concurrency:    o.concurrency,
+		MaxCalls:       o.maxCalls,
+		SuppressErrors: o.suppressErrors,
+		MaxPriority:    o.maxPriority,
+		Once:           o.once,
+		Grace:          o.grace,
+		MaxAttempts:    cfg.Jobs.MaxAttempts,
+		RetryBackoff:   cfg.Jobs.RetryBackoff.Duration(),
+		Jobs:           cli.JobsOptions(cfg, cli.Identity(cfg)),
+		Queue:          cli.QueueConfig(cfg),
+		Logger:         log,
 	}
+	for _, name := range tables {
+		entry, _ := cfg.Table(name)
+		opts.Tables = append(opts.Tables, worker.Table{Name: name, KeySource: entry.KeySource})
+	}
+	return opts
 }
 
 func printSummary(w io.Writer, format string, s worker.Summary) error {
@@ -238,67 +270,6 @@ func firstLine(s string) string {
 	return line
 }
 
-// progressBar shows the jobs finished (succeeded or failed) out of those due or running
-// when the worker started; it is also the log writer, so log lines appear above the bar.
-type progressBar struct {
-	mu  sync.Mutex
-	bar *progressbar.ProgressBar
-	out io.Writer
-}
-
-func newProgressBar(ctx context.Context, db *sql.DB, cfg config.Config, tables []string, w io.Writer) *progressBar {
-	total := int64(-1) // unknown: a spinner
-	for _, name := range tables {
-		jobs, err := cli.OpenJobs(ctx, db, cfg, name, jobsdb.Identity{})
-		if err != nil {
-			total = -1
-			break
-		}
-		p, err := jobs.Progress(ctx)
-		if err != nil {
-			total = -1
-			break
-		}
-		total = max(total, 0) + p.Pending + p.Reserved
-	}
-	bar := progressbar.NewOptions64(total,
-		progressbar.OptionSetWriter(w),
-		progressbar.OptionSetDescription("jobs"),
-		progressbar.OptionShowCount(),
-		progressbar.OptionShowIts(),
-		progressbar.OptionSetItsString("jobs"),
-		progressbar.OptionThrottle(100*time.Millisecond),
-	)
-	return &progressBar{bar: bar, out: w}
-}
-
-// count advances the bar for jobs that finished; retried and released jobs come back.
-func (p *progressBar) count(e worker.Event) {
-	if e.Outcome == worker.OutcomeSucceeded || e.Outcome == worker.OutcomeFailed {
-		p.mu.Lock()
-		p.bar.Add(1)
-		p.mu.Unlock()
-	}
-}
-
-func (p *progressBar) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.bar.Clear()
-	n, err := p.out.Write(b)
-	p.bar.RenderBlank()
-	return n, err
-}
-
-// close draws the final state and ends the bar's line, so the summary starts on its own.
-func (p *progressBar) close() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.bar.RenderBlank()
-	p.bar.Exit()
-	fmt.Fprintln(p.out)
-}
-
 func logLevel(l *slog.Logger) slog.Level {
 	for _, lvl := range []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn} {
 		if l.Enabled(context.Background(), lvl) {
@@ -308,30 +279,8 @@ func logLevel(l *slog.Logger) slog.Level {
 	return slog.LevelError
 }
 
-// serveMetrics serves /metrics and /healthz on addr until the returned stop is called.
-func serveMetrics(addr string, metrics http.Handler, log *slog.Logger) (stop func(), err error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, cli.Usagef("--metrics-addr %s: %v", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", metrics)
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: httpTimeout}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics server stopped", "err", err)
-		}
-	}()
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), httpTimeout)
-		defer cancel()
-		srv.Shutdown(ctx)
-	}, nil
-}
-
 func shutdownTelemetry(tel *tracing.Telemetry, log *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), httpTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), telemetryShutdownTimeout)
 	defer cancel()
 	if err := tel.Shutdown(ctx); err != nil {
 		log.Warn("flushing telemetry failed", "err", err)
@@ -341,12 +290,4 @@ func shutdownTelemetry(tel *tracing.Telemetry, log *slog.Logger) {
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
-}
-
-func newLogger(w io.Writer, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, cli.Usagef("--log-level %q: want debug, info, warn or error", level)
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }

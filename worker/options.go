@@ -1,0 +1,170 @@
+package worker
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/jetjobs/jetjobs/jobsdb"
+	"github.com/jetjobs/jetjobs/queue"
+	"github.com/jetjobs/jetjobs/tracing"
+)
+
+// Defaults of Options.
+const (
+	// ConcurrencyDefault is the number of jobs run at once: populate()'s processes.
+	ConcurrencyDefault = 1
+	// GraceDefault is how long running jobs may finish after Run's context ends.
+	GraceDefault = 30 * time.Second
+	// MaxAttemptsDefault is the number of reservations a job may use for retryable failures.
+	MaxAttemptsDefault = 3
+	// RetryBackoffDefault is the base of the exponential retry delay.
+	RetryBackoffDefault = 10 * time.Second
+	// RecordBatchDefault is the most outcomes recorded in one transaction.
+	RecordBatchDefault = 500
+	// RecordDelayDefault is the longest an outcome waits for others to join its batch.
+	RecordDelayDefault = 2 * time.Millisecond
+	// StopTimeoutDefault bounds how long outcomes are retried against an unreachable MySQL
+	// once the worker was told to stop; unrecorded jobs are then left to their leases' expiry.
+	StopTimeoutDefault = 30 * time.Second
+)
+
+// Sentinel errors, tested with errors.Is.
+var (
+	// ErrInvalidOptions: Options lack a required field or hold a value out of range.
+	ErrInvalidOptions = errors.New("worker: invalid options")
+	// ErrJobFailed: a job failed and SuppressErrors is off, so the worker stopped taking work.
+	ErrJobFailed = errors.New("worker: a job failed and SuppressErrors is off")
+)
+
+// TableError is a table the worker cannot serve as configured: unknown, without key columns,
+// with a key source MySQL rejects, or on a NATS server without the stream features jetjobs
+// needs. errors.Is sees its cause (jobsdb.ErrUnknownTable, jobsdb.ErrNoKeyColumns,
+// queue.ErrUnsupportedServer, …).
+type TableError struct {
+	Table string
+	Err   error
+}
+
+func (e *TableError) Error() string { return fmt.Sprintf("table %s: %v", e.Table, e.Err) }
+func (e *TableError) Unwrap() error { return e.Err }
+
+// Table is a target table the worker serves.
+type Table struct {
+	// Name is "schema.table". Required.
+	Name string
+	// KeySource is a SELECT returning the key columns, for a target whose key is not derived
+	// from its primary parents (see jobsdb.Inspect). Empty: derived.
+	KeySource string
+}
+
+// Options configure a worker. DB, NATS, Tables and Handler are required; the zero value of
+// every other field means its default.
+type Options struct {
+	// DB is the MySQL pool (jobsdb.Open).
+	DB *sql.DB
+	// NATS is the connection to the NATS server with JetStream (queue.Connect).
+	NATS *nats.Conn
+	// Tables are the target tables served.
+	Tables []Table
+	// Handler computes each job.
+	Handler Handler
+
+	// Concurrency is the number of jobs run at once (populate's processes). It also bounds
+	// each fetch and its reservation statement. Default ConcurrencyDefault.
+	Concurrency int
+	// MaxCalls stops the worker after this many jobs finished (succeeded, failed or were
+	// retried); 0 means no limit. It counts finished jobs, not candidates.
+	MaxCalls int
+	// SuppressErrors keeps going after a job fails. Without it the worker records the error,
+	// stops taking work, lets running jobs finish, and Run returns ErrJobFailed.
+	SuppressErrors bool
+	// MaxPriority, when set, takes only jobs with priority <= *MaxPriority.
+	MaxPriority *int
+	// Once stops the worker when no due job is left in its tables and none is running.
+	Once bool
+	// Grace is how long running jobs may finish after Run's context ends; the rest are
+	// released to pending. Default GraceDefault.
+	Grace time.Duration
+
+	// MaxAttempts is the number of reservations a job may use for retryable failures before
+	// it is recorded as an error. Default MaxAttemptsDefault.
+	MaxAttempts int
+	// RetryBackoff is the base of the retry delay: RetryBackoff·2^(attempt−1), with ±50%
+	// jitter, at most an hour. Default RetryBackoffDefault.
+	RetryBackoff time.Duration
+	// RecordBatch is the most outcomes recorded in one transaction: larger batches cost the
+	// database less per job, at a little latency. Default RecordBatchDefault.
+	RecordBatch int
+	// RecordDelay is the longest a finished job waits for others to join its batch. Default
+	// RecordDelayDefault.
+	RecordDelay time.Duration
+	// StopTimeout bounds how long outcomes are retried against an unreachable MySQL after the
+	// worker was told to stop. Default StopTimeoutDefault.
+	StopTimeout time.Duration
+
+	// Jobs configures each table's jobs handle: the lease duration, keep_completed, the
+	// identity written into reservations, statement timeouts (see jobsdb.Options).
+	Jobs jobsdb.Options
+	// Queue configures each table's stream and consumers; it must match the scheduler's.
+	Queue queue.Config
+
+	// Logger receives the worker's logs. Default slog.Default().
+	Logger *slog.Logger
+	// OnFinish, when set, is called after each job's outcome was settled (for progress bars).
+	OnFinish func(Event)
+	// Telemetry receives the worker's spans and metrics (tracing.Setup). Nil: none, at no
+	// cost. The scheduler's publish span, carried in each message's header, is the parent of
+	// the job's spans either way.
+	Telemetry *tracing.Telemetry
+}
+
+// withDefaults checks the options and fills in the defaults.
+func (o Options) withDefaults() (Options, error) {
+	switch {
+	case o.DB == nil:
+		return o, fmt.Errorf("%w: DB is required", ErrInvalidOptions)
+	case o.NATS == nil:
+		return o, fmt.Errorf("%w: NATS is required", ErrInvalidOptions)
+	case o.Handler == nil:
+		return o, fmt.Errorf("%w: Handler is required", ErrInvalidOptions)
+	case len(o.Tables) == 0:
+		return o, fmt.Errorf("%w: no table to serve", ErrInvalidOptions)
+	case o.Concurrency < 0, o.MaxCalls < 0, o.MaxAttempts < 0, o.RecordBatch < 0:
+		return o, fmt.Errorf("%w: Concurrency, MaxCalls, MaxAttempts and RecordBatch must not be negative", ErrInvalidOptions)
+	}
+	for _, t := range o.Tables {
+		if t.Name == "" {
+			return o, fmt.Errorf("%w: a table without a name", ErrInvalidOptions)
+		}
+	}
+	if o.Concurrency == 0 {
+		o.Concurrency = ConcurrencyDefault
+	}
+	if o.Grace <= 0 {
+		o.Grace = GraceDefault
+	}
+	if o.MaxAttempts == 0 {
+		o.MaxAttempts = MaxAttemptsDefault
+	}
+	if o.RetryBackoff <= 0 {
+		o.RetryBackoff = RetryBackoffDefault
+	}
+	if o.RecordBatch == 0 {
+		o.RecordBatch = RecordBatchDefault
+	}
+	if o.RecordDelay <= 0 {
+		o.RecordDelay = RecordDelayDefault
+	}
+	if o.StopTimeout <= 0 {
+		o.StopTimeout = StopTimeoutDefault
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o, nil
+}
