@@ -95,7 +95,10 @@ func (o ConnectOptions) natsOptions() ([]nats.Option, error) {
 	if log := o.Logger; log != nil {
 		natsOpts = append(natsOpts,
 			nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
-				log.Warn("disconnected from NATS; reconnecting", "url", nc.ConnectedUrlRedacted(), "err", err)
+				if nc.IsClosed() || nc.IsDraining() {
+					return // closing on purpose
+				}
+				log.Warn("disconnected from NATS; reconnecting", "err", err)
 			}),
 			nats.ReconnectHandler(func(nc *nats.Conn) {
 				log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
