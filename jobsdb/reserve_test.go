@@ -106,7 +106,7 @@ func TestReserveBatchOrderAndDuplicates(t *testing.T) {
 		for i, l := range leases {
 			outcomes[i] = success(l, Row{"value": i})
 			if i%2 == 1 {
-				outcomes[i] = Outcome{Lease: l, Kind: OutcomeRetry, RetryAfter: time.Duration(i) * time.Second}
+				outcomes[i] = Outcome{Lease: l, Kind: OutcomeRetry, RetryAfter: time.Hour + time.Duration(i)*time.Second} // each its own delay, none due before the count below
 			}
 		}
 		for i, ok := range f.record(t, outcomes...) {
