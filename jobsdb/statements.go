@@ -211,20 +211,16 @@ func newStatements(t *Target) *statements {
 	s.held = fence("SELECT "+keys+", `lease_token` FROM "+s.table, "")
 	s.heldLocked = fence("SELECT "+keys+", `lease_token` FROM "+s.table, " FOR UPDATE")
 
+	// perJob sets a value of each job's own between head and rest (valued).
 	when := " WHEN " + keyTuple(t, "") + " = " + tuple + " THEN ?"
+	perJob := func(head, rest string) valued { return valued{head: head, when: when, rest: fence(rest, "")} }
 	s.complete = fence("DELETE FROM "+s.table, "")
-	s.keepCompleted = valued{
-		head: "UPDATE " + s.table + " SET `status` = 'success', `completed_time` = NOW(3), `duration` = ",
-		when: when,
-		rest: fence(", `lease_token` = '', `lease_expires` = NULL", ""),
-	}
+	s.keepCompleted = perJob("UPDATE "+s.table+" SET `status` = 'success', `completed_time` = NOW(3), `duration` = ",
+		", `lease_token` = '', `lease_expires` = NULL")
 	s.fail = fence("UPDATE "+s.table+" SET `status` = 'error', `error_message` = ?, `error_stack` = ?, "+
 		"`completed_time` = NOW(3), `duration` = ?, `lease_token` = '', `lease_expires` = NULL", "")
-	s.retry = valued{
-		head: "UPDATE " + s.table + " SET `status` = 'pending', `scheduled_time` = NOW(3) + INTERVAL (",
-		when: when,
-		rest: fence(") MICROSECOND, `completed_time` = NULL, `lease_token` = '', `lease_expires` = NULL, `dispatched_time` = NULL", ""),
-	}
+	s.retry = perJob("UPDATE "+s.table+" SET `status` = 'pending', `scheduled_time` = NOW(3) + INTERVAL (",
+		") MICROSECOND, `completed_time` = NULL, `lease_token` = '', `lease_expires` = NULL, `dispatched_time` = NULL")
 	s.release = fence("UPDATE "+s.table+" SET `status` = 'pending', `attempts` = IF(`attempts` > 0, `attempts` - 1, 0), "+
 		"`lease_token` = '', `lease_expires` = NULL, `dispatched_time` = NULL", "")
 	if len(t.PrimaryKey) > 0 {
