@@ -13,8 +13,8 @@ import (
 const benchWorkers = 4
 
 // BenchmarkReserveComplete reserves and completes jobs (a no-op computation: one target row
-// each, inserted with the completion), one at a time and in batches, as DESIGN.md's
-// performance table measures. One op is one job; run with -benchtime=Nx to fix the number of
+// each, inserted with the completion), one at a time and in batches: the figures of the
+// README's Benchmarks table. One op is one job; run with -benchtime=Nx to fix the number of
 // jobs, which the setup creates beforehand (untimed).
 func BenchmarkReserveComplete(b *testing.B) {
 	for _, bc := range []struct {

@@ -34,12 +34,15 @@ var dataJointColumns = []string{"status", "priority", "created_time", "scheduled
 
 // jetjobsColumns are jetjobs' own columns, after DataJoint's, all with defaults so that a row
 // DataJoint inserts is valid for jetjobs. Declare adds the missing ones to an existing table.
-var jetjobsColumns = []struct{ name, ddl string }{
+var jetjobsColumns = []jetjobsColumn{
 	{"attempts", "`attempts` int unsigned NOT NULL DEFAULT 0"},
 	{"lease_token", "`lease_token` char(32) NOT NULL DEFAULT ''"},
 	{"lease_expires", "`lease_expires` datetime(3) DEFAULT NULL"},
 	{"dispatched_time", "`dispatched_time` datetime(3) DEFAULT NULL"},
 }
+
+// jetjobsColumn is one of jetjobs' columns: its name and DDL.
+type jetjobsColumn struct{ name, ddl string }
 
 // The jobs table's index, its name as MariaDB gives DataJoint's unnamed INDEX.
 const jobsIndexDDL = "KEY `status` (`status`, `priority`, `scheduled_time`)"
@@ -50,41 +53,21 @@ const jobsTableOptions = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_
 // dataJointTypeComment matches DataJoint's type prefix of a column comment (":uuid:…").
 var dataJointTypeComment = regexp.MustCompile(`^:[^:]+:`)
 
-// createJobsTableSQL is the CREATE TABLE IF NOT EXISTS of the jobs table: the key columns with
-// the target's column types, DataJoint's columns, jetjobs' columns, the primary key and
-// DataJoint's index, and the comment 'Job queue for `schema`.`target`'.
-func (j *Jobs) createJobsTableSQL() string {
-	var lines []string
-	for _, c := range j.t.KeyColumns {
-		line := quoteIdent(c.Name) + " " + c.ColumnType
-		if isStringType(c.DataType) && c.Charset != "" && (c.Charset != "utf8mb4" || c.Collation != "utf8mb4_general_ci") {
-			// Keep the target's character set and collation, so the key compares as in the target.
-			line += " CHARACTER SET " + c.Charset + " COLLATE " + c.Collation
-		}
-		line += " NOT NULL"
-		// DataJoint declares a key column with its DataJoint type (original_type), which it keeps
-		// in the comment; other key columns have no comment.
-		if typ := dataJointTypeComment.FindString(c.Comment); typ != "" {
-			line += " COMMENT " + quoteString(typ)
-		}
-		lines = append(lines, line)
-	}
-	lines = append(lines, dataJointColumnsDDL...)
-	for _, c := range jetjobsColumns {
-		lines = append(lines, c.ddl)
-	}
-	lines = append(lines, "PRIMARY KEY ("+j.t.keyList("")+")", jobsIndexDDL)
-	comment := "Job queue for " + quoteIdent(j.t.Schema) + "." + quoteIdent(j.t.Name)
-	return "CREATE TABLE IF NOT EXISTS " + j.table + " (\n  " + strings.Join(lines, ",\n  ") + "\n) " +
-		jobsTableOptions + " COMMENT=" + quoteString(comment)
-}
-
 func isStringType(dataType string) bool {
 	switch strings.ToLower(dataType) {
 	case "char", "varchar", "enum", "set", "tinytext", "text", "mediumtext", "longtext":
 		return true
 	}
 	return false
+}
+
+// jetjobsColumnNames are the names of jetjobsColumns.
+func jetjobsColumnNames() []string {
+	names := make([]string, len(jetjobsColumns))
+	for i, c := range jetjobsColumns {
+		names[i] = c.name
+	}
+	return names
 }
 
 // Declare creates the jobs table with DataJoint's DDL plus the jetjobs columns, or adopts an
@@ -97,24 +80,41 @@ func isStringType(dataType string) bool {
 func (j *Jobs) Declare(ctx context.Context) error {
 	ctx, cancel := j.bounded(ctx)
 	defer cancel()
-	if _, err := j.db.ExecContext(ctx, j.createJobsTableSQL()); err != nil {
+	if _, err := j.db.ExecContext(ctx, j.stmt.createTable); err != nil {
 		return fmt.Errorf("jobsdb: declare %s: %w", j.t.JobsFullName(), err)
 	}
+	if _, err := j.addJetjobsColumns(ctx); err != nil {
+		return fmt.Errorf("jobsdb: declare %s: %w", j.t.JobsFullName(), err)
+	}
+	return nil
+}
+
+// addJetjobsColumns adds the jetjobs columns the existing jobs table lacks (ALTER TABLE … ADD
+// COLUMN, never a drop) and returns their names; the handle then counts the table as declared.
+// Another process adding them at the same moment is fine: the table is read again.
+func (j *Jobs) addJetjobsColumns(ctx context.Context) (added []string, err error) {
 	for attempt := 0; ; attempt++ {
 		missing, err := j.checkJobsTable(ctx)
 		if err != nil {
-			return fmt.Errorf("jobsdb: declare %s: %w", j.t.JobsFullName(), err)
+			return added, err
 		}
 		if len(missing) == 0 {
 			j.declared.Store(true)
-			return nil
+			return added, nil
 		}
-		_, err = j.db.ExecContext(ctx, "ALTER TABLE "+j.table+" ADD COLUMN "+strings.Join(missing, ", ADD COLUMN "))
+		ddl := make([]string, len(missing))
+		for i, c := range missing {
+			ddl[i] = c.ddl
+		}
+		_, err = j.db.ExecContext(ctx, j.stmt.addColumnsSQL(ddl))
 		if err == nil {
+			for _, c := range missing {
+				added = append(added, c.name)
+			}
 			continue
 		}
-		if mysqlErrorNumber(err) != errDupFieldName || attempt >= 3 {
-			return fmt.Errorf("jobsdb: declare %s: add the jetjobs columns: %w", j.t.JobsFullName(), err)
+		if !isDuplicateColumn(err) || attempt >= 3 {
+			return added, fmt.Errorf("add the jetjobs columns: %w", err)
 		}
 		// Another process added them first: read the table again.
 	}
@@ -129,9 +129,34 @@ func (j *Jobs) ensureDeclared(ctx context.Context) error {
 	return j.Declare(ctx)
 }
 
-// checkJobsTable reads the jobs table's columns and primary key, and returns the DDL of the
-// jetjobs columns it lacks.
-func (j *Jobs) checkJobsTable(ctx context.Context) ([]string, error) {
+// adopting runs write, a write of the jetjobs columns outside a caller's transaction. When it
+// fails because the jobs table was declared by DataJoint and lacks those columns, the table is
+// adopted as Declare adopts it (ALTER TABLE … ADD COLUMN with their defaults, never a drop;
+// DataJoint keeps reading and writing it), Options.Adopted is told, and write runs once more.
+// So retry, reserve and the others work on a DataJoint pipeline before any refresh has run.
+// Reads need no adoption (they read the missing columns as their defaults), and a write in
+// the caller's transaction (RecordTx, LockLeases) is never adopted: an ALTER would commit it.
+func (j *Jobs) adopting(ctx context.Context, write func() error) error {
+	err := write()
+	if !isUnknownColumn(err, jetjobsColumnNames()) {
+		return err
+	}
+	actx, cancel := j.bounded(ctx)
+	defer cancel()
+	added, aerr := j.addJetjobsColumns(actx)
+	if aerr != nil {
+		return fmt.Errorf("%w: %s was declared by DataJoint and lacks jetjobs' columns (%s); adding them failed: %w",
+			ErrNotAdopted, j.t.JobsFullName(), strings.Join(jetjobsColumnNames(), ", "), aerr)
+	}
+	if len(added) > 0 && j.opts.Adopted != nil {
+		j.opts.Adopted(added)
+	}
+	return write()
+}
+
+// checkJobsTable reads the jobs table's columns and primary key, and returns the jetjobs
+// columns it lacks.
+func (j *Jobs) checkJobsTable(ctx context.Context) ([]jetjobsColumn, error) {
 	cols, err := tableColumns(ctx, j.db, j.t.Schema, j.t.JobsName)
 	if err != nil {
 		return nil, err
@@ -158,10 +183,10 @@ func (j *Jobs) checkJobsTable(ctx context.Context) ([]string, error) {
 			"it was made for another version of the target; drop it (jobsctl drop) to start afresh",
 			j.t.JobsFullName(), strings.Join(pk, ", "), j.t.FullName(), strings.Join(want, ", "))
 	}
-	var missing []string
+	var missing []jetjobsColumn
 	for _, c := range jetjobsColumns {
 		if !have[c.name] {
-			missing = append(missing, c.ddl)
+			missing = append(missing, c)
 		}
 	}
 	return missing, nil

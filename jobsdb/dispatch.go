@@ -3,7 +3,6 @@ package jobsdb
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -27,35 +26,9 @@ type DueFilter struct {
 // became pending (dispatched_time NULL), or published and presumed lost (see DueFilter).
 // Ordered by priority, scheduled_time.
 func (j *Jobs) DueForDispatch(ctx context.Context, f DueFilter) ([]Job, error) {
-	c := &conds{}
-	c.add("`status` = 'pending'")
-	c.add("`scheduled_time` <= NOW(3)")
-	publishedBefore := "`dispatched_time` < NOW(3) - INTERVAL ? MICROSECOND"
-	need := []string{"`dispatched_time` IS NULL"}
-	var args []any
-	if f.RedispatchAfter > 0 {
-		need = append(need, publishedBefore)
-		args = append(args, micros(f.RedispatchAfter))
-	}
-	switch {
-	case f.Busy == nil:
-	case len(f.Busy) == 0:
-		need = append(need, publishedBefore)
-		args = append(args, micros(f.LostAfter))
-	default:
-		need = append(need, "(`priority` NOT IN "+inList(len(f.Busy))+" AND "+publishedBefore+")")
-		for _, p := range f.Busy {
-			args = append(args, p)
-		}
-		args = append(args, micros(f.LostAfter))
-	}
-	c.add("("+strings.Join(need, " OR ")+")", args...)
-	q := j.selectJobs(false) + c.where() + j.orderJobs()
-	if f.Limit > 0 {
-		q += " LIMIT ?"
-		c.args = append(c.args, f.Limit)
-	}
-	jobs, err := j.queryJobs(ctx, q, c.args, false)
+	c := dueConds(f)
+	lim, args := limit(f.Limit, c.args)
+	jobs, err := j.queryJobs(ctx, j.stmt.selectJobs, c.where()+j.stmt.orderJobs+lim, args, false)
 	if err != nil {
 		return nil, fmt.Errorf("jobsdb: due for dispatch %s: %w", j.t.FullName(), err)
 	}
@@ -72,9 +45,8 @@ func (j *Jobs) MarkDispatched(ctx context.Context, keys []Key) error {
 		return fmt.Errorf("jobsdb: mark dispatched: %w", err)
 	}
 	for _, c := range chunks(len(keys), maxKeysPerStatement) {
-		in, args := j.inKeys("", keys[c[0]:c[1]], nil)
-		q := "UPDATE " + j.table + " SET `dispatched_time` = NOW(3) WHERE " + in + " AND `status` = 'pending'"
-		if _, err := j.exec(ctx, q, args...); err != nil {
+		chunk := keys[c[0]:c[1]]
+		if _, err := j.execAdopting(ctx, j.stmt.markDispatched.sql(len(chunk)), keyArgs(chunk)...); err != nil {
 			return fmt.Errorf("jobsdb: mark dispatched %s: %w", j.t.FullName(), err)
 		}
 	}
@@ -84,10 +56,9 @@ func (j *Jobs) MarkDispatched(ctx context.Context, keys []Key) error {
 // NextDue returns the earliest scheduled_time of pending jobs that are not yet due.
 func (j *Jobs) NextDue(ctx context.Context) (t time.Time, ok bool, err error) {
 	var next nullTime
-	q := "SELECT MIN(`scheduled_time`) FROM " + j.table + " WHERE `status` = 'pending' AND `scheduled_time` > NOW(3)"
 	ctx, cancel := j.bounded(ctx)
 	defer cancel()
-	if err := j.db.QueryRowContext(ctx, q).Scan(&next); err != nil {
+	if err := j.db.QueryRowContext(ctx, j.stmt.nextDue).Scan(&next); err != nil {
 		return time.Time{}, false, fmt.Errorf("jobsdb: next due %s: %w", j.t.FullName(), j.noJobsTable(err))
 	}
 	return next.Time, next.Valid, nil

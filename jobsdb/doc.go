@@ -1,21 +1,10 @@
 // Package jobsdb is jetjobs' MySQL side: the jobs table of a target table and every
 // transition of a job's state, each as one guarded SQL statement.
 //
-// It speaks SQL and nothing else. The data model, the state machine (the table "States and
-// transitions") and the performance budget are in DESIGN.md at the root of the shared design
-// documents; this package implements that table row for row:
-//
-//	(none)   → pending   Refresh        INSERT IGNORE … SELECT key source − target − jobs
-//	pending  → reserved  Reserve        UPDATE … WHERE status='pending' AND scheduled_time<=NOW(3)
-//	reserved → deleted   Record         success (keep_completed: 'success'), fenced by lease_token
-//	reserved → error     Record         message truncated to 2047 with "...truncated"
-//	reserved → pending   Record         retry (due after RetryAfter) or release (due now)
-//	reserved → pending   RecoverExpired lease expired (UPDATE: priority, attempts, history kept)
-//	success  → pending   Refresh        keep_completed and the target row is gone (re-pend)
-//	pending  → deleted   Refresh        stale: key left the unrestricted key source, or in target
-//	any      → ignore    Ignore         inserts the row when there is none
-//	any      → deleted   Delete         explicit, by status and restriction
-//	error    → pending   RetryErrors    explicit
+// It speaks SQL and nothing else. The state machine, every transition with its guard, the
+// method that makes it and how DataJoint differs, is written once, in docs/states.md at the
+// root of this repository; this package implements that table row for row, and every
+// statement it runs is named in statements.go.
 //
 // # Invariants
 //
@@ -34,11 +23,14 @@
 //  6. Values are always placeholders. Identifiers come from information_schema and are always
 //     backquoted. The only SQL text taken from outside is trusted configuration: a
 //     Restriction's SQL condition and a configured key source, as in DataJoint.
+//     MySQL's error numbers are read in one place, failure.go (Classify and its helpers).
 //  7. Keys are typed by the target's column types (Target.ParseKey and friends); a key with
 //     missing, extra or mistyped columns is ErrBadKey and touches no row.
 //  8. The jobs table is DataJoint's `~~name` table, column for column, plus four jetjobs
 //     columns with defaults (attempts, lease_token, lease_expires, dispatched_time); an
-//     existing DataJoint jobs table is adopted by adding them, never dropped.
+//     existing DataJoint jobs table is adopted by adding them, never dropped: by Declare and
+//     Refresh, and by the first write that needs them (Options.Adopted is told). Reads never
+//     alter the table: they read a DataJoint table's missing columns as their defaults.
 //
 // # Choices where DataJoint leaves room
 //

@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
-
-	"github.com/go-sql-driver/mysql"
 )
 
-// Status is a job's state. The state machine is in DESIGN.md (States and transitions).
+// Status is a job's state. The state machine, every transition and its guard, is in
+// docs/states.md.
 type Status string
 
 // The statuses, as the values of DataJoint's status enum.
@@ -53,6 +51,10 @@ var (
 	// read back: the write may or may not have taken effect. A reservation made that way is
 	// recovered when its lease expires; an outcome is recorded again with MaybeRecorded.
 	ErrAmbiguous = errors.New("outcome unknown: the connection to MySQL broke after the statement was sent")
+	// ErrNotAdopted: a write needed jetjobs' columns in a jobs table that DataJoint declared,
+	// and adding them failed (most often: the user may not ALTER the table). Nothing was
+	// written. Declare, or a refresh, by a user allowed to ALTER it adopts the table.
+	ErrNotAdopted = errors.New("jobs table declared by DataJoint not adopted")
 )
 
 // KeyError is the ErrBadKey of one table: which column is wrong and how. errors.Is(err,
@@ -75,20 +77,6 @@ func (e *KeyError) Unwrap() error { return ErrBadKey }
 
 func (t *Target) badKey(column, format string, args ...any) error {
 	return &KeyError{Table: t.FullName(), Column: column, Problem: fmt.Sprintf(format, args...)}
-}
-
-// MySQL error numbers jobsdb reacts to.
-const (
-	errDupFieldName = 1060 // ALTER TABLE ADD of a column that exists (a racing Declare)
-	errNoSuchTable  = 1146
-)
-
-func mysqlErrorNumber(err error) uint16 {
-	var me *mysql.MySQLError
-	if errors.As(err, &me) {
-		return me.Number
-	}
-	return 0
 }
 
 // transientRetries is how many times a statement or transaction that failed transiently (a
@@ -159,8 +147,7 @@ func (j *Jobs) noJobsTable(err error) error {
 	if err == nil {
 		return nil
 	}
-	var me *mysql.MySQLError
-	if errors.As(err, &me) && me.Number == errNoSuchTable && strings.Contains(me.Message, j.t.JobsName) {
+	if isNoSuchTable(err, j.t.JobsName) {
 		j.declared.Store(false)
 		return fmt.Errorf("%w: %s.%s (run refresh or declare it): %v", ErrNoJobsTable, j.t.Schema, j.t.JobsName, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"syscall"
 
 	"github.com/go-sql-driver/mysql"
@@ -166,6 +167,65 @@ func classifyMySQL(me *mysql.MySQLError) Failure {
 	}
 	return FailureOther
 }
+
+// IsBadSQL reports whether the server refused a statement's text: a syntax error, an unknown
+// column or an ambiguous one. jobsdb writes its own statements correctly, so for a statement
+// that carries trusted SQL from outside (a Restriction's condition, a configured key source)
+// this means that SQL is wrong, and the person who wrote it must change it.
+func IsBadSQL(err error) bool {
+	switch mysqlErrorNumber(err) {
+	case errParse, errBadField, errNonUniqueColumn:
+		return true
+	}
+	return false
+}
+
+// MySQL error numbers that jobsdb reacts to itself, besides classifying them.
+const (
+	errNonUniqueColumn = 1052 // ER_NON_UNIQ_ERROR: an ambiguous column
+	errBadField        = 1054 // ER_BAD_FIELD_ERROR: an unknown column
+	errDupFieldName    = 1060 // ER_DUP_FIELDNAME: ALTER TABLE ADD of a column that exists
+	errParse           = 1064 // ER_PARSE_ERROR
+	errNoSuchTable     = 1146 // ER_NO_SUCH_TABLE
+	errBinlogStmtMode  = 1665 // ER_BINLOG_STMT_MODE_AND_ROW_ENGINE: READ COMMITTED with a statement-based binary log
+)
+
+func mysqlErrorNumber(err error) uint16 {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number
+	}
+	return 0
+}
+
+// isNoSuchTable reports MySQL's "table doesn't exist" about the table named name, or about any
+// table when name is "".
+func isNoSuchTable(err error, name string) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == errNoSuchTable && strings.Contains(me.Message, name)
+}
+
+// isUnknownColumn reports MySQL's "unknown column" about one of the columns names.
+func isUnknownColumn(err error, names []string) bool {
+	var me *mysql.MySQLError
+	if !errors.As(err, &me) || me.Number != errBadField {
+		return false
+	}
+	for _, name := range names {
+		if strings.Contains(me.Message, "'"+name+"'") {
+			return true
+		}
+	}
+	return false
+}
+
+// isDuplicateColumn reports an ALTER TABLE ADD COLUMN of a column that exists: another process
+// added it first.
+func isDuplicateColumn(err error) bool { return mysqlErrorNumber(err) == errDupFieldName }
+
+// isBinlogRefusesReadCommitted reports that a statement-based binary log cannot record an
+// INSERT … SELECT run at READ COMMITTED.
+func isBinlogRefusesReadCommitted(err error) bool { return mysqlErrorNumber(err) == errBinlogStmtMode }
 
 // IsTransient reports whether a statement that failed with err is worth running again later:
 // a transient or an ambiguous failure (see Classify).

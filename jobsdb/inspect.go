@@ -74,7 +74,7 @@ func Inspect(ctx context.Context, db *sql.DB, table, keySource string) (*Target,
 	}
 	if schema == "" {
 		var current sql.NullString
-		if err := db.QueryRowContext(ctx, "SELECT DATABASE()").Scan(&current); err != nil {
+		if err := db.QueryRowContext(ctx, currentDatabaseQuery).Scan(&current); err != nil {
 			return nil, fmt.Errorf("jobsdb: inspect %s: %w", table, err)
 		}
 		if !current.Valid {
@@ -117,40 +117,20 @@ func Inspect(ctx context.Context, db *sql.DB, table, keySource string) (*Target,
 		return nil, fmt.Errorf("jobsdb: inspect %s: %w", t.FullName(), err)
 	}
 	if keySource != "" {
-		t.KeySource = "SELECT " + t.keyList("ks") + " FROM (" + keySource + ") AS ks"
+		t.KeySource = configuredKeySource(t, keySource)
 		t.KeySourceConfigured = true
 	} else {
 		t.KeySource = derivedKeySource(t, parents)
 	}
 	// Run the key source once without rows: a key source that does not produce the key columns,
 	// or that the user cannot read, fails here rather than at the first refresh.
-	probe := "SELECT " + t.keyList("ks") + " FROM (" + t.KeySource + ") AS ks LIMIT 0"
-	rows, err := db.QueryContext(ctx, probe)
+	rows, err := db.QueryContext(ctx, keySourceProbe(t))
 	if err != nil {
 		return nil, fmt.Errorf("jobsdb: inspect %s: key source %q: %w", t.FullName(), t.KeySource, err)
 	}
 	rows.Close()
 	return t, nil
 }
-
-// keyList is "alias.`a`, alias.`b`" over the key columns ("`a`, `b`" without an alias).
-func (t *Target) keyList(alias string) string {
-	prefix := ""
-	if alias != "" {
-		prefix = quoteIdent(alias) + "."
-	}
-	parts := make([]string, len(t.KeyColumns))
-	for i, c := range t.KeyColumns {
-		parts[i] = prefix + quoteIdent(c.Name)
-	}
-	return strings.Join(parts, ", ")
-}
-
-const columnsQuery = `SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, COLUMN_COMMENT,
-	COALESCE(CHARACTER_SET_NAME, ''), COALESCE(COLLATION_NAME, '')
-FROM information_schema.COLUMNS
-WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?
-ORDER BY ORDINAL_POSITION`
 
 // readColumns fills t.Columns; a table with no columns in information_schema does not exist
 // (or is invisible to the user). Names are compared exactly, so a table differing in case only
@@ -190,11 +170,6 @@ func tableColumns(ctx context.Context, db *sql.DB, schema, table string) ([]Colu
 	return cols, rows.Err()
 }
 
-const primaryKeyQuery = `SELECT TABLE_NAME, COLUMN_NAME
-FROM information_schema.KEY_COLUMN_USAGE
-WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY'
-ORDER BY ORDINAL_POSITION`
-
 func primaryKey(ctx context.Context, db *sql.DB, schema, table string) ([]string, error) {
 	rows, err := db.QueryContext(ctx, primaryKeyQuery, schema, table)
 	if err != nil {
@@ -223,17 +198,6 @@ type parent struct {
 	refs       []string // the parent's columns they reference
 	unique     bool     // refs cover a unique index of the parent: no duplicate keys
 }
-
-const foreignKeysQuery = `SELECT TABLE_NAME, CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_TABLE_SCHEMA,
-	REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME
-FROM information_schema.KEY_COLUMN_USAGE
-WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND REFERENCED_TABLE_NAME IS NOT NULL
-ORDER BY CONSTRAINT_NAME, ORDINAL_POSITION`
-
-const uniqueIndexesQuery = `SELECT TABLE_NAME, INDEX_NAME, COLUMN_NAME
-FROM information_schema.STATISTICS
-WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0
-ORDER BY INDEX_NAME, SEQ_IN_INDEX`
 
 // primaryParents reads the target's foreign keys and keeps those to primary parents: every
 // foreign key column belongs to the target's primary key (DataJoint's parents(primary=True)).
@@ -338,51 +302,4 @@ func coversUniqueIndex(ctx context.Context, db *sql.DB, schema, table string, co
 		}
 	}
 	return false, nil
-}
-
-// derivedKeySource is DataJoint's default key source: the join of the primary parents, each
-// projected on its referenced columns and renamed onto the target's key columns, joined on the
-// key columns they share:
-//
-//	SELECT p1.`subject_id` AS `subject_id`, p2.`id` AS `param_id`
-//	FROM `s`.`session` AS p1 JOIN `s`.`paramset` AS p2 ON TRUE
-//
-// DISTINCT is added only when a parent's referenced columns do not cover one of its unique
-// indexes; otherwise the join cannot repeat a key and DISTINCT would only cost a temporary
-// table.
-func derivedKeySource(t *Target, parents []parent) string {
-	provider := map[string]string{} // key column → the first parent column giving it
-	var from strings.Builder
-	distinct := false
-	for i, p := range parents {
-		alias := quoteIdent(fmt.Sprintf("p%d", i+1))
-		var on []string
-		for k, col := range p.columns {
-			ref := alias + "." + quoteIdent(p.refs[k])
-			if prev, ok := provider[col]; ok {
-				on = append(on, ref+" = "+prev)
-			} else {
-				provider[col] = ref
-			}
-		}
-		table := qualified(p.schema, p.table) + " AS " + alias
-		switch {
-		case i == 0:
-			from.WriteString(table)
-		case len(on) == 0:
-			from.WriteString(" CROSS JOIN " + table)
-		default:
-			from.WriteString(" JOIN " + table + " ON " + strings.Join(on, " AND "))
-		}
-		distinct = distinct || !p.unique
-	}
-	selects := make([]string, len(t.KeyColumns))
-	for i, c := range t.KeyColumns {
-		selects[i] = provider[c.Name] + " AS " + quoteIdent(c.Name)
-	}
-	q := "SELECT "
-	if distinct {
-		q += "DISTINCT "
-	}
-	return q + strings.Join(selects, ", ") + " FROM " + from.String()
 }

@@ -72,19 +72,26 @@ func TestKeyTypesThroughDatabase(t *testing.T) {
 func TestKeyInjection(t *testing.T) {
 	t.Parallel()
 	words := []string{"plain", "1; DROP TABLE word", "' OR 1=1 --", `\' OR 1=1 #`, "`w`", "x'); DELETE FROM word; --", "%", "_"}
-	f := setup(t, "__count", Options{},
-		"CREATE TABLE word (w varchar(64) NOT NULL, PRIMARY KEY (w))",
-		"CREATE TABLE __count (w varchar(64) NOT NULL, n int NOT NULL DEFAULT 0, PRIMARY KEY (w), FOREIGN KEY (w) REFERENCES word (w))")
-	for _, w := range words {
-		if _, err := f.sql.ExecContext(f.ctx, "INSERT INTO word VALUES (?)", w); err != nil {
-			t.Fatal(err)
+	// setupWords has a target keyed by a varchar and a pending job for each of words.
+	setupWords := func(t *testing.T) *fixture {
+		t.Helper()
+		f := setup(t, "__count", Options{},
+			"CREATE TABLE word (w varchar(64) NOT NULL, PRIMARY KEY (w))",
+			"CREATE TABLE __count (w varchar(64) NOT NULL, n int NOT NULL DEFAULT 0, PRIMARY KEY (w), FOREIGN KEY (w) REFERENCES word (w))")
+		for _, w := range words {
+			if _, err := f.sql.ExecContext(f.ctx, "INSERT INTO word VALUES (?)", w); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	if res := f.refresh(t, RefreshOptions{}); res.Added != int64(len(words)) {
-		t.Fatalf("added %d", res.Added)
+		if res := f.refresh(t, RefreshOptions{}); res.Added != int64(len(words)) {
+			t.Fatalf("added %d", res.Added)
+		}
+		return f
 	}
 
 	t.Run("string values address exactly their row", func(t *testing.T) {
+		t.Parallel()
+		f := setupWords(t)
 		for _, w := range words[1:] {
 			data, _ := json.Marshal(map[string]string{"w": w})
 			key, err := f.target.ParseKey(data)
@@ -108,18 +115,25 @@ func TestKeyInjection(t *testing.T) {
 		}
 	})
 	t.Run("restrictions and ignore take values literally", func(t *testing.T) {
+		t.Parallel()
+		f := setupWords(t)
 		n, err := f.jobs.Delete(f.ctx, Filter{Restrictions: []Restriction{{Equal: map[string]any{"w": "' OR 1=1 --"}}}})
-		if err != nil || n != 0 {
-			t.Fatalf("deleted %d, %v", n, err)
+		if err != nil || n != 1 || f.count(t, "{jobs}", "`w` = ?", "' OR 1=1 --") != 0 {
+			t.Fatalf("deleted %d, %v; want the one job of that literal key", n, err)
+		}
+		if n, err := f.jobs.Delete(f.ctx, Filter{Restrictions: []Restriction{{Equal: map[string]any{"w": "' OR 1=1 -- none"}}}}); err != nil || n != 0 {
+			t.Fatalf("deleted %d, %v; want 0 for a key without a job", n, err)
 		}
 		if err := f.jobs.Ignore(f.ctx, Key{"' OR '1'='1"}); err != nil {
 			t.Fatal(err)
 		}
-		if f.count(t, "{jobs}", "TRUE") != 2 || f.get(t, Key{"' OR '1'='1"}).Status != StatusIgnore {
+		if f.count(t, "{jobs}", "TRUE") != len(words) || f.get(t, Key{"' OR '1'='1"}).Status != StatusIgnore {
 			t.Fatal("ignore did not insert exactly one literal row")
 		}
 	})
 	t.Run("values that do not fit the column type are refused", func(t *testing.T) {
+		t.Parallel()
+		f := setupWords(t)
 		for _, data := range []string{`{"w":1}`, `{"w":"` + string(make([]byte, 65)) + `"}`, `{"w":"x","w; DROP TABLE word":1}`} {
 			_, err := f.target.ParseKey([]byte(data))
 			if !errors.Is(err, ErrBadKey) {
@@ -129,6 +143,7 @@ func TestKeyInjection(t *testing.T) {
 	})
 
 	t.Run("an integer key refuses SQL", func(t *testing.T) {
+		t.Parallel()
 		g := setupSimple(t, 3, Options{})
 		g.refresh(t, RefreshOptions{})
 		for _, data := range []string{`{"id":"1; DROP TABLE item"}`, `{"id":"1 OR 1=1"}`, `{"id":1,"id; DROP TABLE item":1}`} {

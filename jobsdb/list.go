@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -30,46 +29,19 @@ type Job struct {
 	DispatchedTime *time.Time
 }
 
-// jobColumns are the columns a Job is read from, after the key columns.
-const jobColumns = "`status`, `priority`, `created_time`, `scheduled_time`, `reserved_time`, `completed_time`, " +
-	"`duration`, `error_message`, `user`, `host`, `pid`, `connection_id`, `version`, `attempts`, " +
-	"`lease_expires`, `dispatched_time`"
-
-// dataJointJobColumns reads a jobs table that DataJoint declared and jetjobs has not adopted
-// yet: its jetjobs columns read as their defaults, so reading never needs to alter the table.
-const dataJointJobColumns = "`status`, `priority`, `created_time`, `scheduled_time`, `reserved_time`, `completed_time`, " +
-	"`duration`, `error_message`, `user`, `host`, `pid`, `connection_id`, `version`, 0, " +
-	"NULL, NULL"
-
-// errUnknownColumn is MySQL's error for a column the table does not have.
-const errUnknownColumn = 1054
-
-// selectJobs is "SELECT <key>, <job columns>[, error_stack] FROM <jobs>".
-func (j *Jobs) selectJobs(withStack bool) string {
-	q := "SELECT " + j.t.keyList("") + ", " + jobColumns
-	if withStack {
-		q += ", `error_stack`"
-	}
-	return q + " FROM " + j.table
-}
-
-// orderJobs is the order workers take jobs in, then the key for a stable listing.
-func (j *Jobs) orderJobs() string {
-	return " ORDER BY `priority`, `scheduled_time`, " + j.t.keyList("")
-}
-
-// queryJobs runs a selectJobs query and reads its rows.
-func (j *Jobs) queryJobs(ctx context.Context, q string, args []any, withStack bool) ([]Job, error) {
+// queryJobs runs the SELECT of jobs sel followed by rest (conditions, order, limit) and reads
+// its rows; withStack says sel reads error_stack too.
+func (j *Jobs) queryJobs(ctx context.Context, sel jobsSelect, rest string, args []any, withStack bool) ([]Job, error) {
 	codecs, err := j.t.keyCodecs()
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := j.bounded(ctx)
 	defer cancel()
-	rows, err := j.db.QueryContext(ctx, q, args...)
-	if mysqlErrorNumber(err) == errUnknownColumn && strings.Contains(q, jobColumns) {
+	rows, err := j.db.QueryContext(ctx, sel.jetjobs+rest, args...)
+	if isUnknownColumn(err, jetjobsColumnNames()) {
 		// A table DataJoint declared, without jetjobs' columns: read it as it is.
-		rows, err = j.db.QueryContext(ctx, strings.Replace(q, jobColumns, dataJointJobColumns, 1), args...)
+		rows, err = j.db.QueryContext(ctx, sel.dataJoint+rest, args...)
 	}
 	if err != nil {
 		return nil, j.noJobsTable(err)
@@ -111,16 +83,12 @@ func (j *Jobs) queryJobs(ctx context.Context, q string, args []any, withStack bo
 
 // List returns jobs matching f ordered by priority, then scheduled_time, then key.
 func (j *Jobs) List(ctx context.Context, f Filter) ([]Job, error) {
-	c, err := j.filterConds(f, "")
+	c, err := j.t.filterConds(f)
 	if err != nil {
 		return nil, fmt.Errorf("jobsdb: list %s: %w", j.t.FullName(), err)
 	}
-	q := j.selectJobs(false) + c.where() + j.orderJobs()
-	if f.Limit > 0 {
-		q += " LIMIT ?"
-		c.args = append(c.args, f.Limit)
-	}
-	jobs, err := j.queryJobs(ctx, q, c.args, false)
+	lim, args := limit(f.Limit, c.args)
+	jobs, err := j.queryJobs(ctx, j.stmt.selectJobs, c.where()+j.stmt.orderJobs+lim, args, false)
 	if err != nil {
 		return nil, fmt.Errorf("jobsdb: list %s: %w", j.t.FullName(), err)
 	}
@@ -148,7 +116,7 @@ func (j *Jobs) Get(ctx context.Context, key Key) (Job, error) {
 	if err != nil {
 		return Job{}, fmt.Errorf("jobsdb: get: %w", err)
 	}
-	jobs, err := j.queryJobs(ctx, j.selectJobs(true)+" WHERE "+j.keyEquals("", ""), k, true)
+	jobs, err := j.queryJobs(ctx, j.stmt.selectJob, "", k, true)
 	if err != nil {
 		return Job{}, fmt.Errorf("jobsdb: get %s %s: %w", j.t.FullName(), j.t.KeyString(k), err)
 	}

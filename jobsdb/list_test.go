@@ -89,16 +89,25 @@ func TestGet(t *testing.T) {
 	})
 }
 
-func TestDispatch(t *testing.T) {
-	t.Parallel()
+// setupDispatch has pending jobs 1..5, never published: 1 and 2 due at priority 5, 3 due at
+// priority 0, 4 and 5 due in one and two hours.
+func setupDispatch(t *testing.T) *fixture {
+	t.Helper()
 	f := setupSimple(t, 5, Options{})
 	f.refresh(t, RefreshOptions{})
 	f.exec(t,
 		"UPDATE {jobs} SET `scheduled_time` = NOW(3) + INTERVAL 1 HOUR WHERE `id` = 4",
 		"UPDATE {jobs} SET `scheduled_time` = NOW(3) + INTERVAL 2 HOUR WHERE `id` = 5",
 		"UPDATE {jobs} SET `priority` = 0 WHERE `id` = 3")
+	return f
+}
+
+func TestDispatch(t *testing.T) {
+	t.Parallel()
 
 	t.Run("due jobs never published are due for dispatch, by priority", func(t *testing.T) {
+		t.Parallel()
+		f := setupDispatch(t)
 		jobs, err := f.jobs.DueForDispatch(f.ctx, DueFilter{Limit: 10, RedispatchAfter: time.Hour})
 		if err != nil || listedIDs(jobs) != "3,1,2" {
 			t.Fatalf("due %s, %v", listedIDs(jobs), err)
@@ -108,6 +117,8 @@ func TestDispatch(t *testing.T) {
 		}
 	})
 	t.Run("published jobs are not, until redispatchAfter has passed", func(t *testing.T) {
+		t.Parallel()
+		f := setupDispatch(t)
 		l := f.reserve(t, Key{2})
 		if err := f.jobs.MarkDispatched(f.ctx, ids(1, 2, 3)); err != nil {
 			t.Fatal(err)
@@ -131,6 +142,8 @@ func TestDispatch(t *testing.T) {
 		}
 	})
 	t.Run("published jobs of priorities with nothing in the stream are published again", func(t *testing.T) {
+		t.Parallel()
+		f := setupDispatch(t)
 		// Jobs 1 and 2 (priority 5) and 3 (priority 0) are published a minute ago.
 		if err := f.jobs.MarkDispatched(f.ctx, ids(1, 2, 3)); err != nil {
 			t.Fatal(err)
@@ -158,6 +171,8 @@ func TestDispatch(t *testing.T) {
 		}
 	})
 	t.Run("next due is the earliest future scheduled time", func(t *testing.T) {
+		t.Parallel()
+		f := setupDispatch(t)
 		next, ok, err := f.jobs.NextDue(f.ctx)
 		if err != nil || !ok {
 			t.Fatalf("next %v, %v, %v", next, ok, err)

@@ -160,7 +160,7 @@ func (f *fixture) exec(t testing.TB, statements ...string) {
 }
 
 func (f *fixture) expand(s string) string {
-	return strings.NewReplacer("{jobs}", f.jobs.table, "{target}", f.jobs.target).Replace(s)
+	return strings.NewReplacer("{jobs}", f.jobs.stmt.table, "{target}", f.jobs.stmt.target).Replace(s)
 }
 
 // count returns SELECT COUNT(*) FROM {jobs} WHERE cond.
@@ -178,7 +178,7 @@ func (f *fixture) count(t testing.TB, table, cond string, args ...any) int {
 func (f *fixture) truth(t testing.TB, key Key, expr string) bool {
 	t.Helper()
 	var ok sql.NullBool
-	q := "SELECT " + f.expand(expr) + " FROM " + f.jobs.table + " WHERE " + f.jobs.keyEquals("", "")
+	q := "SELECT " + f.expand(expr) + " FROM " + f.jobs.stmt.table + " WHERE " + keyEquals(f.target, "", "")
 	if err := f.sql.QueryRowContext(f.ctx, q, key...).Scan(&ok); err != nil {
 		t.Fatalf("%s: %v", q, err)
 	}

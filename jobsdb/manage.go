@@ -3,24 +3,15 @@ package jobsdb
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 )
-
-// recoverExpiredSQL returns expired reservations to pending (DESIGN.md: reserved → pending
-// (orphan)): leases past lease_expires, and reservations without a lease (made by DataJoint)
-// reserved longer ago than the orphan timeout. One UPDATE through the status index; priority,
-// attempts, created_time and the reservation history stay.
-const recoverExpiredSQL = "UPDATE %s SET `status` = 'pending', `lease_token` = '', `lease_expires` = NULL, `dispatched_time` = NULL" +
-	" WHERE `status` = 'reserved' AND (`lease_expires` < NOW(3)" +
-	" OR (`lease_expires` IS NULL AND ? > 0 AND `reserved_time` < NOW(3) - INTERVAL ? MICROSECOND))"
 
 // RecoverExpired returns expired reservations to pending by UPDATE (priority, attempts and
 // history kept): leases past lease_expires, and lease-less (DataJoint) reservations older
 // than orphanTimeout when it is > 0.
 func (j *Jobs) RecoverExpired(ctx context.Context, orphanTimeout time.Duration) (int64, error) {
 	us := micros(orphanTimeout)
-	n, err := j.exec(ctx, fmt.Sprintf(recoverExpiredSQL, j.table), us, us)
+	n, err := j.execAdopting(ctx, j.stmt.recoverExpired, us, us)
 	if err != nil {
 		return 0, fmt.Errorf("jobsdb: recover expired %s: %w", j.t.FullName(), err)
 	}
@@ -43,6 +34,15 @@ func (j *Jobs) exec(ctx context.Context, q string, args ...any) (int64, error) {
 	return n, j.noJobsTable(err)
 }
 
+// execAdopting is exec of a statement that writes jetjobs' columns: see adopting.
+func (j *Jobs) execAdopting(ctx context.Context, q string, args ...any) (n int64, err error) {
+	err = j.adopting(ctx, func() error {
+		n, err = j.exec(ctx, q, args...)
+		return err
+	})
+	return n, err
+}
+
 // Ignore marks key as ignore, inserting a row if there is none (DataJoint semantics).
 //
 // One INSERT … ON DUPLICATE KEY UPDATE: a new row gets Options.DefaultPriority; an existing one
@@ -57,10 +57,7 @@ func (j *Jobs) Ignore(ctx context.Context, key Key) error {
 	if err := j.ensureDeclared(ctx); err != nil {
 		return err
 	}
-	q := "INSERT INTO " + j.table + " (" + j.t.keyList("") + ", `status`, `priority`) VALUES (" +
-		strings.TrimSuffix(strings.Repeat("?, ", len(k)), ", ") + ", 'ignore', ?)" +
-		" ON DUPLICATE KEY UPDATE `status` = 'ignore', `lease_token` = '', `lease_expires` = NULL"
-	if _, err := j.exec(ctx, q, append(append([]any{}, k...), j.opts.DefaultPriority)...); err != nil {
+	if _, err := j.execAdopting(ctx, j.stmt.ignore, append(append([]any{}, k...), j.opts.DefaultPriority)...); err != nil {
 		return fmt.Errorf("jobsdb: ignore %s %s: %w", j.t.FullName(), j.t.KeyString(k), err)
 	}
 	return nil
@@ -72,44 +69,27 @@ func (j *Jobs) Ignore(ctx context.Context, key Key) error {
 // running worker fences it (its completion then changes nothing). A zero Filter deletes every
 // job. f.Limit is ignored.
 func (j *Jobs) Delete(ctx context.Context, f Filter) (int64, error) {
-	c, err := j.filterConds(f, "")
+	c, err := j.t.filterConds(f)
 	if err != nil {
 		return 0, fmt.Errorf("jobsdb: delete %s: %w", j.t.FullName(), err)
 	}
-	n, err := j.exec(ctx, "DELETE FROM "+j.table+c.where(), c.args...)
+	n, err := j.exec(ctx, j.stmt.deleteJobs+c.where(), c.args...)
 	if err != nil {
 		return 0, fmt.Errorf("jobsdb: delete %s: %w", j.t.FullName(), err)
 	}
 	return n, nil
 }
 
-// retryErrorsSet makes an error job a pending job due now, as DataJoint's "delete the error,
-// refresh" would make a new one: message, stack and attempts are cleared, the reservation
-// history (user, host, reserved_time…) stays.
-var retryErrorsSet = strings.Join([]string{
-	"`status` = 'pending'",
-	"`scheduled_time` = NOW(3)",
-	"`completed_time` = NULL",
-	"`duration` = NULL",
-	"`error_message` = ''",
-	"`error_stack` = NULL",
-	"`attempts` = 0",
-	"`lease_token` = ''",
-	"`lease_expires` = NULL",
-	"`dispatched_time` = NULL",
-}, ", ")
-
 // RetryErrors moves error jobs matching f back to pending, due now.
 //
 // Only error rows move, whatever f.Statuses says besides. Their error_message and error_stack
 // are cleared and attempts reset: a retried job starts afresh.
 func (j *Jobs) RetryErrors(ctx context.Context, f Filter) (int64, error) {
-	c, err := j.filterConds(f, "")
+	c, err := j.t.filterConds(f)
 	if err != nil {
 		return 0, fmt.Errorf("jobsdb: retry errors %s: %w", j.t.FullName(), err)
 	}
-	c.add("`status` = 'error'")
-	n, err := j.exec(ctx, "UPDATE "+j.table+" SET "+retryErrorsSet+c.where(), c.args...)
+	n, err := j.execAdopting(ctx, j.stmt.retryErrorsSQL(c), c.args...)
 	if err != nil {
 		return 0, fmt.Errorf("jobsdb: retry errors %s: %w", j.t.FullName(), err)
 	}
@@ -121,7 +101,7 @@ func (j *Jobs) Drop(ctx context.Context) error {
 	j.declared.Store(false)
 	ctx, cancel := j.bounded(ctx)
 	defer cancel()
-	if _, err := j.db.ExecContext(ctx, "DROP TABLE IF EXISTS "+j.table); err != nil {
+	if _, err := j.db.ExecContext(ctx, j.stmt.drop); err != nil {
 		return fmt.Errorf("jobsdb: drop %s: %w", j.t.JobsFullName(), err)
 	}
 	return nil
@@ -142,8 +122,8 @@ func (j *Jobs) Progress(ctx context.Context) (Progress, error) {
 	var p Progress
 	ctx, cancel := j.bounded(ctx)
 	defer cancel()
-	rows, err := j.db.QueryContext(ctx, "SELECT `status`, COUNT(*) FROM "+j.table+" GROUP BY `status`")
-	if mysqlErrorNumber(err) == errNoSuchTable {
+	rows, err := j.db.QueryContext(ctx, j.stmt.progress)
+	if isNoSuchTable(err, "") {
 		return p, nil
 	}
 	if err != nil {

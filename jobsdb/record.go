@@ -89,7 +89,16 @@ func (j *Jobs) Record(ctx context.Context, outcomes []Outcome) (applied []bool, 
 	if err != nil {
 		return nil, fmt.Errorf("jobsdb: record %s: %w", j.t.FullName(), err)
 	}
-	err = retryTransient(ctx, func() error {
+	err = j.adopting(ctx, func() error { return j.recordBatch(ctx, plan, &applied) })
+	if err != nil {
+		return nil, fmt.Errorf("jobsdb: record %s: %w", j.t.FullName(), j.noJobsTable(err))
+	}
+	return applied, nil
+}
+
+// recordBatch runs Record's transaction, again after a deadlock, setting *applied.
+func (j *Jobs) recordBatch(ctx context.Context, plan *recordPlan, applied *[]bool) error {
+	return retryTransient(ctx, func() error {
 		// First optimistically, as if every lease were still held (the common case): the
 		// writes are guarded by the tokens anyway, and a changed-row count that falls short
 		// means some lease was lost. Then that transaction is rolled back and the batch is
@@ -102,7 +111,7 @@ func (j *Jobs) Record(ctx context.Context, outcomes []Outcome) (applied []bool, 
 			if err != nil {
 				return err
 			}
-			applied, err = j.record(ctx, tx, plan, optimistic)
+			*applied, err = j.record(ctx, tx, plan, optimistic)
 			if err != nil {
 				tx.Rollback()
 				if optimistic && errors.Is(err, errRecordChanged) {
@@ -120,10 +129,6 @@ func (j *Jobs) Record(ctx context.Context, outcomes []Outcome) (applied []bool, 
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("jobsdb: record %s: %w", j.t.FullName(), j.noJobsTable(err))
-	}
-	return applied, nil
 }
 
 // RecordTx is Record inside the caller's transaction (the caller commits).
@@ -359,16 +364,14 @@ func (j *Jobs) record(ctx context.Context, tx *sql.Tx, p *recordPlan, optimistic
 	return applied, nil
 }
 
-// guard is the WHERE clause of a holder's write: the rows of the outcomes idx, by key and
-// token, still reserved.
-func (j *Jobs) guard(p *recordPlan, idx []int, args []any) (string, []any) {
+// leasesOf returns the keys and tokens of the outcomes idx.
+func (p *recordPlan) leasesOf(idx []int) ([]Key, []string) {
 	keys := make([]Key, len(idx))
 	tokens := make([]string, len(idx))
 	for n, i := range idx {
 		keys[n], tokens[n] = p.keys[i], p.tokens[i]
 	}
-	in, args := j.inKeysTokens("", keys, tokens, args)
-	return " WHERE " + in + " AND `status` = 'reserved'", args
+	return keys, tokens
 }
 
 // exec runs one statement of a batch that must change exactly want rows: the rows are locked,
@@ -388,38 +391,18 @@ func exec(ctx context.Context, tx *sql.Tx, want int, q string, args []any) error
 	return nil
 }
 
-// caseByKey is "CASE WHEN (`a`, `b`) = (?, ?) THEN ? … END" choosing a value per outcome, or
-// a single placeholder when every value is the same.
-func (j *Jobs) caseByKey(p *recordPlan, idx []int, value func(i int) any, args []any) (string, []any) {
-	same := true
-	for _, i := range idx {
-		same = same && value(i) == value(idx[0])
-	}
-	if same {
-		return "?", append(args, value(idx[0]))
-	}
-	var b strings.Builder
-	b.WriteString("CASE")
-	tuple := placeholders(len(j.t.KeyColumns))
-	for _, i := range idx {
-		b.WriteString(" WHEN " + j.keyTuple("") + " = " + tuple + " THEN ?")
-		args = append(args, p.keys[i]...)
-		args = append(args, value(i))
-	}
-	b.WriteString(" END")
-	return b.String(), args
-}
-
 // recordSuccess: reserved → deleted, or 'success' with completed_time and duration.
 func (j *Jobs) recordSuccess(ctx context.Context, tx *sql.Tx, p *recordPlan, idx []int) error {
+	keys, tokens := p.leasesOf(idx)
 	if !j.opts.KeepCompleted {
-		where, args := j.guard(p, idx, nil)
-		return exec(ctx, tx, len(idx), "DELETE FROM "+j.table+where, args)
+		q, args := j.stmt.complete.sql(keys, tokens, nil)
+		return exec(ctx, tx, len(idx), q, args)
 	}
-	duration, args := j.caseByKey(p, idx, func(i int) any { return p.outcomes[i].Duration.Seconds() }, nil)
-	where, args := j.guard(p, idx, args)
-	q := "UPDATE " + j.table + " SET `status` = 'success', `completed_time` = NOW(3), `duration` = " + duration +
-		", `lease_token` = '', `lease_expires` = NULL" + where
+	durations := make([]any, len(idx))
+	for n, i := range idx {
+		durations[n] = p.outcomes[i].Duration.Seconds()
+	}
+	q, args := j.stmt.keepCompleted.sql(keys, tokens, durations)
 	return exec(ctx, tx, len(idx), q, args)
 }
 
@@ -431,9 +414,7 @@ func (j *Jobs) recordError(ctx context.Context, tx *sql.Tx, p *recordPlan, idx [
 		if o.Stack != "" {
 			stack = EncodeStack(o.Stack)
 		}
-		where, args := j.guard(p, []int{i}, []any{TruncateMessage(o.Message), stack, o.Duration.Seconds()})
-		q := "UPDATE " + j.table + " SET `status` = 'error', `error_message` = ?, `error_stack` = ?, " +
-			"`completed_time` = NOW(3), `duration` = ?, `lease_token` = '', `lease_expires` = NULL" + where
+		q, args := j.stmt.fail.sql(p.keys[i:i+1], p.tokens[i:i+1], []any{TruncateMessage(o.Message), stack, o.Duration.Seconds()})
 		if err := exec(ctx, tx, 1, q, args); err != nil {
 			return err
 		}
@@ -443,18 +424,19 @@ func (j *Jobs) recordError(ctx context.Context, tx *sql.Tx, p *recordPlan, idx [
 
 // recordRetry: reserved → pending, due after each outcome's RetryAfter.
 func (j *Jobs) recordRetry(ctx context.Context, tx *sql.Tx, p *recordPlan, idx []int) error {
-	delay, args := j.caseByKey(p, idx, func(i int) any { return micros(max(p.outcomes[i].RetryAfter, 0)) }, nil)
-	where, args := j.guard(p, idx, args)
-	q := "UPDATE " + j.table + " SET `status` = 'pending', `scheduled_time` = NOW(3) + INTERVAL (" + delay + ") MICROSECOND, " +
-		"`completed_time` = NULL, `lease_token` = '', `lease_expires` = NULL, `dispatched_time` = NULL" + where
+	keys, tokens := p.leasesOf(idx)
+	delays := make([]any, len(idx))
+	for n, i := range idx {
+		delays[n] = micros(max(p.outcomes[i].RetryAfter, 0))
+	}
+	q, args := j.stmt.retry.sql(keys, tokens, delays)
 	return exec(ctx, tx, len(idx), q, args)
 }
 
 // recordRelease: reserved → pending, due as it was; the interrupted attempt is given back.
 func (j *Jobs) recordRelease(ctx context.Context, tx *sql.Tx, p *recordPlan, idx []int) error {
-	where, args := j.guard(p, idx, nil)
-	q := "UPDATE " + j.table + " SET `status` = 'pending', `attempts` = IF(`attempts` > 0, `attempts` - 1, 0), " +
-		"`lease_token` = '', `lease_expires` = NULL, `dispatched_time` = NULL" + where
+	keys, tokens := p.leasesOf(idx)
+	q, args := j.stmt.release.sql(keys, tokens, nil)
 	return exec(ctx, tx, len(idx), q, args)
 }
 
@@ -480,29 +462,16 @@ func (j *Jobs) insertTargetRows(ctx context.Context, tx *sql.Tx, rows []Row) err
 	}
 	for _, sig := range order {
 		cols := strings.Split(sig, "\x00")
-		quoted := make([]string, len(cols))
-		for i, c := range cols {
-			quoted[i] = quoteIdent(c)
-		}
 		group := groups[sig]
 		perStatement := max(1, min(maxKeysPerStatement, maxInsertArgs/len(cols)))
 		for _, c := range chunks(len(group), perStatement) {
-			var b strings.Builder
-			b.WriteString("INSERT INTO " + j.target + " (" + strings.Join(quoted, ", ") + ") VALUES ")
-			tuple := inList(len(cols))
 			args := make([]any, 0, (c[1]-c[0])*len(cols))
-			for n, r := range group[c[0]:c[1]] {
-				if n > 0 {
-					b.WriteString(", ")
-				}
-				b.WriteString(tuple)
+			for _, r := range group[c[0]:c[1]] {
 				for _, col := range cols {
 					args = append(args, r[col])
 				}
 			}
-			first := quoteIdent(j.t.PrimaryKey[0])
-			b.WriteString(" ON DUPLICATE KEY UPDATE " + first + " = " + first)
-			if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+			if _, err := tx.ExecContext(ctx, j.stmt.insertTargetSQL(cols, c[1]-c[0]), args...); err != nil {
 				return fmt.Errorf("insert into %s: %w", j.t.FullName(), err)
 			}
 		}

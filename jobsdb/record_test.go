@@ -214,20 +214,27 @@ func TestRecordMixedBatchWithLostLease(t *testing.T) {
 // completes late; nothing changes, and the new holder's completion works (invariant 1).
 func TestLateCompletionAfterOrphanRecovery(t *testing.T) {
 	t.Parallel()
-	f := setupSimple(t, 1, Options{})
-	f.refresh(t, RefreshOptions{})
-	old := f.reserve(t, Key{1})[0]
-	f.exec(t, "UPDATE {jobs} SET `lease_expires` = NOW(3) - INTERVAL 1 SECOND")
-	if n, err := f.jobs.RecoverExpired(f.ctx, 0); err != nil || n != 1 {
-		t.Fatalf("recovered %d, %v", n, err)
-	}
-	current := f.reserve(t, Key{1})[0]
-	if current.Token == old.Token || current.Attempts != 2 {
-		t.Fatalf("new lease %+v", current)
+	// setup returns job 1's old lease, expired and recovered, and the current one, reserved since.
+	setup := func(t *testing.T) (f *fixture, old, current Lease) {
+		t.Helper()
+		f = setupSimple(t, 1, Options{})
+		f.refresh(t, RefreshOptions{})
+		old = f.reserve(t, Key{1})[0]
+		f.exec(t, "UPDATE {jobs} SET `lease_expires` = NOW(3) - INTERVAL 1 SECOND")
+		if n, err := f.jobs.RecoverExpired(f.ctx, 0); err != nil || n != 1 {
+			t.Fatalf("recovered %d, %v", n, err)
+		}
+		current = f.reserve(t, Key{1})[0]
+		if current.Token == old.Token || current.Attempts != 2 {
+			t.Fatalf("new lease %+v", current)
+		}
+		return f, old, current
 	}
 
 	for _, kind := range []OutcomeKind{OutcomeSuccess, OutcomeError, OutcomeRetry, OutcomeRelease} {
 		t.Run("a late "+kind.String()+" changes nothing", func(t *testing.T) {
+			t.Parallel()
+			f, old, current := setup(t)
 			o := Outcome{Lease: old, Kind: kind, Message: "late"}
 			if kind == OutcomeSuccess {
 				o.Rows = []Row{{"value": 666}}
@@ -247,6 +254,11 @@ func TestLateCompletionAfterOrphanRecovery(t *testing.T) {
 	}
 
 	t.Run("the new holder's completion works", func(t *testing.T) {
+		t.Parallel()
+		f, old, current := setup(t)
+		if applied := f.record(t, success(old, Row{"value": 666})); applied[0] {
+			t.Fatal("the late completion was applied")
+		}
 		if err := f.jobs.RecordOne(f.ctx, success(current, Row{"value": 7})); err != nil {
 			t.Fatal(err)
 		}
@@ -297,12 +309,19 @@ func TestRecordRejectsBadRows(t *testing.T) {
 
 func TestRecordTx(t *testing.T) {
 	t.Parallel()
-	f := setupSimple(t, 3, Options{})
-	f.refresh(t, RefreshOptions{})
-	leases := f.reserve(t, idRange(1, 3)...)
-	f.exec(t, "DELETE FROM {jobs} WHERE `id` = 3")
+	// setup returns the leases of jobs 1..3; job 3 was deleted since.
+	setup := func(t *testing.T) (*fixture, []Lease) {
+		t.Helper()
+		f := setupSimple(t, 3, Options{})
+		f.refresh(t, RefreshOptions{})
+		leases := f.reserve(t, idRange(1, 3)...)
+		f.exec(t, "DELETE FROM {jobs} WHERE `id` = 3")
+		return f, leases
+	}
 
 	t.Run("LockLeases tells which leases are held before anything is written", func(t *testing.T) {
+		t.Parallel()
+		f, leases := setup(t)
 		tx, err := f.sql.BeginTx(f.ctx, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -315,6 +334,8 @@ func TestRecordTx(t *testing.T) {
 	})
 
 	t.Run("a rolled back transaction records nothing", func(t *testing.T) {
+		t.Parallel()
+		f, leases := setup(t)
 		tx, err := f.sql.BeginTx(f.ctx, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -329,6 +350,8 @@ func TestRecordTx(t *testing.T) {
 	})
 
 	t.Run("the caller's writes commit with the completion", func(t *testing.T) {
+		t.Parallel()
+		f, leases := setup(t)
 		tx, err := f.sql.BeginTx(f.ctx, nil)
 		if err != nil {
 			t.Fatal(err)

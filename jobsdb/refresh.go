@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -66,16 +65,17 @@ func (j *Jobs) refresh(ctx context.Context, opts RefreshOptions) (RefreshResult,
 		return res, err
 	}
 	var err error
-	if res.Added, err = j.refreshStep(ctx, "add", j.addSQL, opts); err != nil {
+	delay := micros(opts.Delay)
+	if res.Added, err = j.refreshStep(ctx, "add", j.stmt.add, "ks", opts, opts.Priority, delay); err != nil {
 		return res, err
 	}
 	if j.opts.KeepCompleted {
-		if res.RePended, err = j.refreshStep(ctx, "re-pend", j.rePendSQL, opts); err != nil {
+		if res.RePended, err = j.refreshStep(ctx, "re-pend", j.stmt.rePend, "j", opts, opts.Priority, delay); err != nil {
 			return res, err
 		}
 	}
 	if opts.StaleTimeout > 0 {
-		if res.Removed, err = j.refreshStep(ctx, "remove stale", j.staleSQL, opts); err != nil {
+		if res.Removed, err = j.refreshStep(ctx, "remove stale", j.stmt.stale, "j", opts, micros(opts.StaleTimeout)); err != nil {
 			return res, err
 		}
 	}
@@ -85,21 +85,19 @@ func (j *Jobs) refresh(ctx context.Context, opts RefreshOptions) (RefreshResult,
 	return res, nil
 }
 
-func (j *Jobs) refreshStep(ctx context.Context, step string, build func(RefreshOptions) (string, []any, error), opts RefreshOptions) (int64, error) {
-	q, args, err := build(opts)
-	if err != nil {
+// refreshStep runs one statement of a refresh: stmt with the restrictions over the relation
+// alias, after the arguments before them.
+func (j *Jobs) refreshStep(ctx context.Context, step string, stmt restricted, alias string, opts RefreshOptions, before ...any) (int64, error) {
+	c := &conds{}
+	if err := j.t.addRestrictions(c, alias, opts.Restrictions); err != nil {
 		return 0, fmt.Errorf("jobsdb: refresh %s: %w", j.t.FullName(), err)
 	}
-	n, err := j.execReadCommitted(ctx, q, args)
+	n, err := j.execReadCommitted(ctx, stmt.sql(c), append(before, c.args...))
 	if err != nil {
 		return 0, fmt.Errorf("jobsdb: refresh %s: %s: %w", j.t.FullName(), step, j.noJobsTable(err))
 	}
 	return n, nil
 }
-
-// errBinlogStatementFormat: READ COMMITTED cannot write INSERT … SELECT to a statement-based
-// binary log; the statement then runs at the session's isolation level.
-const errBinlogStatementFormat = 1665
 
 // execReadCommitted runs one statement in its own READ COMMITTED transaction, retrying
 // deadlocks, and returns the rows it affected.
@@ -116,7 +114,8 @@ func (j *Jobs) execReadCommitted(ctx context.Context, q string, args []any) (int
 		res, err := tx.ExecContext(ctx, q, args...)
 		if err != nil {
 			tx.Rollback()
-			if mysqlErrorNumber(err) == errBinlogStatementFormat && isolation != sql.LevelDefault {
+			if isBinlogRefusesReadCommitted(err) && isolation != sql.LevelDefault {
+				// The binary log is statement-based: run at the session's isolation level.
 				isolation = sql.LevelDefault
 				return &transientError{err}
 			}
@@ -138,70 +137,3 @@ func (j *Jobs) execReadCommitted(ctx context.Context, q string, args []any) (int
 type transientError struct{ err error }
 
 func (e *transientError) Error() string { return e.err.Error() }
-
-// addSQL: INSERT IGNORE … SELECT the restricted key source minus the target minus the jobs
-// table. NULL keys (possible from a configured key source, or a parent's nullable unique key)
-// are skipped rather than coerced by INSERT IGNORE.
-func (j *Jobs) addSQL(opts RefreshOptions) (string, []any, error) {
-	c := &conds{}
-	for _, col := range j.t.KeyColumns {
-		c.add("`ks`." + quoteIdent(col.Name) + " IS NOT NULL")
-	}
-	if err := j.t.addRestrictions(c, "ks", opts.Restrictions); err != nil {
-		return "", nil, err
-	}
-	c.add("NOT EXISTS (SELECT 1 FROM " + j.target + " AS `t` WHERE " + j.keyEquals("t", "ks") + ")")
-	c.add("NOT EXISTS (SELECT 1 FROM " + j.table + " AS `j` WHERE " + j.keyEquals("j", "ks") + ")")
-	q := "INSERT IGNORE INTO " + j.table + " (" + j.t.keyList("") + ", `status`, `priority`, `scheduled_time`)" +
-		" SELECT " + j.t.keyList("ks") + ", 'pending', ?, NOW(3) + INTERVAL ? MICROSECOND" +
-		" FROM (" + j.t.KeySource + ") AS `ks`" + c.where()
-	args := append([]any{opts.Priority, micros(opts.Delay)}, c.args...)
-	return q, args, nil
-}
-
-// rePendSQL: success rows whose target row is gone and whose key is in the restricted key
-// source become pending new jobs (DataJoint deletes and reinserts them; an UPDATE is atomic).
-func (j *Jobs) rePendSQL(opts RefreshOptions) (string, []any, error) {
-	c := &conds{}
-	c.add("`j`.`status` = 'success'")
-	if err := j.t.addRestrictions(c, "j", opts.Restrictions); err != nil {
-		return "", nil, err
-	}
-	c.add("NOT EXISTS (SELECT 1 FROM " + j.target + " AS `t` WHERE " + j.keyEquals("t", "j") + ")")
-	c.add("EXISTS (SELECT 1 FROM (" + j.t.KeySource + ") AS `ks` WHERE " + j.keyEquals("ks", "j") + ")")
-	q := "UPDATE " + j.table + " AS `j` SET " + strings.Join([]string{
-		"`j`.`status` = 'pending'",
-		"`j`.`priority` = ?",
-		"`j`.`created_time` = NOW(3)",
-		"`j`.`scheduled_time` = NOW(3) + INTERVAL ? MICROSECOND",
-		"`j`.`reserved_time` = NULL",
-		"`j`.`completed_time` = NULL",
-		"`j`.`duration` = NULL",
-		"`j`.`error_message` = ''",
-		"`j`.`error_stack` = NULL",
-		"`j`.`attempts` = 0",
-		"`j`.`lease_token` = ''",
-		"`j`.`lease_expires` = NULL",
-		"`j`.`dispatched_time` = NULL",
-	}, ", ") + c.where()
-	args := append([]any{opts.Priority, micros(opts.Delay)}, c.args...)
-	return q, args, nil
-}
-
-// staleSQL: pending jobs inside the restrictions, created more than StaleTimeout ago, whose key
-// is no longer in the unrestricted key source or is already in the target.
-func (j *Jobs) staleSQL(opts RefreshOptions) (string, []any, error) {
-	c := &conds{}
-	c.add("`j`.`status` = 'pending'")
-	c.add("`j`.`created_time` < NOW(3) - INTERVAL ? MICROSECOND", micros(opts.StaleTimeout))
-	if err := j.t.addRestrictions(c, "j", opts.Restrictions); err != nil {
-		return "", nil, err
-	}
-	c.add("(NOT EXISTS (SELECT 1 FROM (" + j.t.KeySource + ") AS `ks` WHERE " + j.keyEquals("ks", "j") + ")" +
-		" OR EXISTS (SELECT 1 FROM " + j.target + " AS `t` WHERE " + j.keyEquals("t", "j") + "))")
-	// A single-table DELETE over the stale keys, materialized in a derived table: MariaDB
-	// rejects a multi-table DELETE through an alias when the connection has no default
-	// database (error 1046), and MySQL forbids reading the target table in a plain subquery.
-	stale := "SELECT " + j.t.keyList("j") + " FROM " + j.table + " AS `j`" + c.where()
-	return "DELETE FROM " + j.table + " WHERE " + j.keyTuple("") + " IN (SELECT * FROM (" + stale + ") AS `stale`)", c.args, nil
-}

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 )
 
@@ -22,23 +21,6 @@ type Lease struct {
 	Index int
 }
 
-// reserveSet is the SET list of a reservation (DESIGN.md: pending → reserved). The user
-// defaults to the connection's USER(), as DataJoint's get_user().
-var reserveSet = strings.Join([]string{
-	"`status` = 'reserved'",
-	"`lease_token` = ?",
-	"`lease_expires` = NOW(3) + INTERVAL ? MICROSECOND",
-	"`attempts` = `attempts` + 1",
-	"`reserved_time` = NOW(3)",
-	"`completed_time` = NULL",
-	"`duration` = NULL",
-	"`user` = IF(? = '', USER(), ?)",
-	"`host` = ?",
-	"`pid` = ?",
-	"`connection_id` = CONNECTION_ID()",
-	"`version` = ?",
-}, ", ")
-
 // Reserve reserves the given keys in one guarded statement and returns the leases won; keys
 // that are not pending and due are skipped.
 //
@@ -53,7 +35,11 @@ func (j *Jobs) Reserve(ctx context.Context, keys []Key) ([]Lease, error) {
 	}
 	var leases []Lease
 	for _, c := range chunks(len(keys), maxKeysPerStatement) {
-		won, err := j.reserveChunk(ctx, keys[c[0]:c[1]])
+		var won []Lease
+		err := j.adopting(ctx, func() (err error) {
+			won, err = j.reserveChunk(ctx, keys[c[0]:c[1]])
+			return err
+		})
 		if err != nil {
 			return leases, fmt.Errorf("jobsdb: reserve %s: %w", j.t.FullName(), j.noJobsTable(err))
 		}
@@ -79,10 +65,8 @@ func (j *Jobs) ReserveOne(ctx context.Context, key Key) (lease Lease, ok bool, e
 func (j *Jobs) reserveChunk(ctx context.Context, keys []Key) ([]Lease, error) {
 	id := j.opts.Identity
 	token := newToken()
-	args := []any{token, micros(j.opts.LeaseDuration), id.User, id.User, id.Host, id.PID, id.Version}
-	in, args := j.inKeys("", keys, args)
-	q := "UPDATE " + j.table + " SET " + reserveSet + " WHERE " + in +
-		" AND `status` = 'pending' AND `scheduled_time` <= NOW(3)"
+	args := keyArgs(keys, token, micros(j.opts.LeaseDuration), id.User, id.User, id.Host, id.PID, id.Version)
+	q := j.stmt.reserve.sql(len(keys))
 	// Run again with the same token, the statement is idempotent: rows it reserved before
 	// are no longer pending, and the read-back finds them by the token. So an ambiguous
 	// failure (the connection broke after the statement was sent) is settled by running it
@@ -119,10 +103,8 @@ func (j *Jobs) reserveChunk(ctx context.Context, keys []Key) ([]Lease, error) {
 // readLeases reads back the rows of keys reserved with token, in the order of keys.
 func (j *Jobs) readLeases(ctx context.Context, keys []Key, token string) ([]Lease, error) {
 	codecs, _ := j.t.keyCodecs()
-	in, args := j.inKeys("", keys, nil)
-	q := "SELECT " + j.t.keyList("") + ", `attempts`, `priority`, `scheduled_time`, `reserved_time` FROM " + j.table +
-		" WHERE " + in + " AND `lease_token` = ? AND `status` = 'reserved'"
-	rows, err := j.db.QueryContext(ctx, q, append(args, token)...)
+	args := append(keyArgs(keys), token)
+	rows, err := j.db.QueryContext(ctx, j.stmt.readLeases.sql(len(keys)), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +148,11 @@ func (j *Jobs) readLeases(ctx context.Context, keys []Key, token string) ([]Leas
 // SELECT tells which are still held.
 func (j *Jobs) Heartbeat(ctx context.Context, leases []Lease) (lost []Lease, err error) {
 	for _, c := range chunks(len(leases), maxKeysPerStatement) {
-		l, err := j.heartbeatChunk(ctx, leases[c[0]:c[1]])
+		var l []Lease
+		err := j.adopting(ctx, func() (err error) {
+			l, err = j.heartbeatChunk(ctx, leases[c[0]:c[1]])
+			return err
+		})
 		if err != nil {
 			return lost, fmt.Errorf("jobsdb: heartbeat %s: %w", j.t.FullName(), j.noJobsTable(err))
 		}
@@ -180,8 +166,7 @@ func (j *Jobs) heartbeatChunk(ctx context.Context, leases []Lease) ([]Lease, err
 	if err != nil {
 		return nil, err
 	}
-	in, args := j.inKeysTokens("", keys, tokens, []any{micros(j.opts.LeaseDuration)})
-	q := "UPDATE " + j.table + " SET `lease_expires` = NOW(3) + INTERVAL ? MICROSECOND WHERE " + in + " AND `status` = 'reserved'"
+	q, args := j.stmt.heartbeat.sql(keys, tokens, []any{micros(j.opts.LeaseDuration)})
 	var renewed int64
 	err = retryTransient(ctx, func() error {
 		ctx, cancel := j.bounded(ctx)
@@ -243,9 +228,7 @@ type queryer interface {
 // keyID; a key whose row is not reserved (or gone) is absent.
 func (j *Jobs) holders(ctx context.Context, tx *sql.Tx, keys []Key) (map[string]string, error) {
 	codecs, _ := j.t.keyCodecs()
-	in, args := j.inKeys("", keys, nil)
-	stmt := "SELECT " + j.t.keyList("") + ", `lease_token` FROM " + j.table + " WHERE " + in + " AND `status` = 'reserved' FOR UPDATE"
-	rows, err := tx.QueryContext(ctx, stmt, args...)
+	rows, err := tx.QueryContext(ctx, j.stmt.holders.sql(len(keys)), keyArgs(keys)...)
 	if err != nil {
 		return nil, err
 	}
@@ -266,24 +249,24 @@ func (j *Jobs) holders(ctx context.Context, tx *sql.Tx, keys []Key) (map[string]
 // locking their rows when forUpdate.
 func (j *Jobs) held(ctx context.Context, q queryer, keys []Key, tokens []string, forUpdate bool) (map[string]bool, error) {
 	codecs, _ := j.t.keyCodecs()
-	in, args := j.inKeysTokens("", keys, tokens, nil)
-	stmt := "SELECT " + j.t.keyList("") + ", `lease_token` FROM " + j.table + " WHERE " + in + " AND `status` = 'reserved'"
+	held := j.stmt.held
 	if forUpdate {
-		stmt += " FOR UPDATE"
+		held = j.stmt.heldLocked
 	}
+	stmt, args := held.sql(keys, tokens, nil)
 	rows, err := q.QueryContext(ctx, stmt, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	held := make(map[string]bool, len(keys))
+	set := make(map[string]bool, len(keys))
 	for rows.Next() {
 		k := make(Key, len(codecs))
 		var token string
 		if err := rows.Scan(append(keyScanners(codecs, k), &token)...); err != nil {
 			return nil, err
 		}
-		held[keyID(k)+token] = true
+		set[keyID(k)+token] = true
 	}
-	return held, rows.Err()
+	return set, rows.Err()
 }

@@ -9,11 +9,12 @@ import (
 	"time"
 )
 
-func TestReserve(t *testing.T) {
-	t.Parallel()
+// setupReserve has jobs 1..6: 1 pending and due; 2 pending, due in an hour; 3 error; 4
+// ignore; 5 reserved; 6 success.
+func setupReserve(t *testing.T) *fixture {
+	t.Helper()
 	f := setupSimple(t, 6, Options{Identity: Identity{Host: "worker-1", PID: 4242, Version: "v1.2.3"}})
 	f.refresh(t, RefreshOptions{})
-	// 1 pending and due; 2 pending, due in an hour; 3 error; 4 ignore; 5 reserved; 6 success.
 	f.exec(t,
 		"UPDATE {jobs} SET `scheduled_time` = NOW(3) + INTERVAL 1 HOUR WHERE `id` = 2",
 		"UPDATE {jobs} SET `status` = 'error' WHERE `id` = 3",
@@ -21,8 +22,15 @@ func TestReserve(t *testing.T) {
 		"UPDATE {jobs} SET `status` = 'reserved', `lease_token` = 'x' WHERE `id` = 5",
 		"UPDATE {jobs} SET `status` = 'success' WHERE `id` = 6",
 	)
+	return f
+}
+
+func TestReserve(t *testing.T) {
+	t.Parallel()
 
 	t.Run("only a pending and due job is reserved", func(t *testing.T) {
+		t.Parallel()
+		f := setupReserve(t)
 		leases := f.reserve(t, idRange(1, 6)...)
 		if len(leases) != 1 || leases[0].Key[0] != int64(1) {
 			t.Fatalf("leases %+v, want only id 1", leases)
@@ -48,12 +56,22 @@ func TestReserve(t *testing.T) {
 	})
 
 	t.Run("a reserved job is not reserved again", func(t *testing.T) {
+		t.Parallel()
+		f := setupReserve(t)
+		if leases := f.reserve(t, Key{1}); len(leases) != 1 {
+			t.Fatalf("first reservation: %+v", leases)
+		}
 		if leases := f.reserve(t, Key{1}); len(leases) != 0 {
 			t.Fatalf("reserved twice: %+v", leases)
 		}
 	})
 
 	t.Run("a job becomes reservable when it is due", func(t *testing.T) {
+		t.Parallel()
+		f := setupReserve(t)
+		if leases := f.reserve(t, Key{2}); len(leases) != 0 {
+			t.Fatalf("reserved a job not due yet: %+v", leases)
+		}
 		f.exec(t, "UPDATE {jobs} SET `scheduled_time` = NOW(3) - INTERVAL 1 SECOND WHERE `id` = 2")
 		if _, ok, err := f.jobs.ReserveOne(f.ctx, Key{2}); err != nil || !ok {
 			t.Fatalf("ReserveOne: %v, %v", ok, err)
@@ -61,16 +79,23 @@ func TestReserve(t *testing.T) {
 	})
 
 	t.Run("a key without a job is skipped", func(t *testing.T) {
+		t.Parallel()
+		f := setupReserve(t)
 		if leases := f.reserve(t, Key{99}); len(leases) != 0 {
 			t.Fatalf("leases %+v", leases)
 		}
 	})
 
 	t.Run("a bad key reserves nothing", func(t *testing.T) {
+		t.Parallel()
+		f := setupReserve(t)
 		_, err := f.jobs.Reserve(f.ctx, []Key{{int64(1)}, {"seven"}})
 		wantErrIs(t, err, ErrBadKey)
 		_, err = f.jobs.Reserve(f.ctx, []Key{{int64(1), int64(2)}})
 		wantErrIs(t, err, ErrBadKey)
+		if f.get(t, Key{1}).Status != StatusPending {
+			t.Fatal("job 1 was reserved by a batch with a bad key")
+		}
 	})
 }
 
@@ -116,7 +141,7 @@ func TestReserveBatchOrderAndDuplicates(t *testing.T) {
 		for i, l := range leases {
 			outcomes[i] = success(l, Row{"value": i})
 			if i%2 == 1 {
-				outcomes[i] = Outcome{Lease: l, Kind: OutcomeRetry, RetryAfter: time.Duration(i) * time.Second}
+				outcomes[i] = Outcome{Lease: l, Kind: OutcomeRetry, RetryAfter: time.Hour + time.Duration(i)*time.Second} // each its own delay, none due before the count below
 			}
 		}
 		for i, ok := range f.record(t, outcomes...) {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jetjobs/jetjobs/internal/waitfor"
 )
 
 // keysOf returns the compact JSON keys of a list -o json output, in order.
@@ -346,7 +348,7 @@ func TestDataJointJobsTable(t *testing.T) {
 		out := &syncBuffer{}
 		done := make(chan result)
 		go func() { done <- f.runWith(t, runOpts{ctx: ctx, stdout: out}, "watch", a, "--interval", "100ms") }()
-		waitFor(t, 10*time.Second, func() bool { return strings.Count(out.String(), a) >= 2 }, "two updates of watch")
+		waitfor.Within(t, 10*time.Second, "two updates of watch", func() bool { return strings.Count(out.String(), a) >= 2 })
 		cancel()
 		select {
 		case r := <-done:

@@ -291,7 +291,18 @@ func (s *session) jobs(ctx context.Context, name string) (*jobsdb.Jobs, error) {
 	}
 	octx, cancel := s.opContext(ctx)
 	defer cancel()
-	return cli.OpenJobs(octx, db, cfg, name, *s.ident)
+	j, err := cli.OpenJobs(octx, db, cfg, name, *s.ident)
+	if err != nil {
+		return nil, err
+	}
+	// Say so when a write (retry) adopts a jobs table that DataJoint declared.
+	opts := j.Options()
+	t := j.Target()
+	opts.Adopted = func(columns []string) {
+		fmt.Fprintf(s.env.Stderr, "jobsctl: adopted %s, declared by DataJoint: added jetjobs' columns (%s); DataJoint still reads and writes it\n",
+			t.JobsFullName(), strings.Join(columns, ", "))
+	}
+	return jobsdb.New(db, t, opts), nil
 }
 
 // tables returns the tables a command works on: its arguments (each once, so JSON keyed by

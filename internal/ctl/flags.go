@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/spf13/pflag"
 
 	"github.com/jetjobs/jetjobs/internal/cli"
@@ -157,8 +156,7 @@ func restrictError(err error, restrict []string) error {
 	if errors.Is(err, jobsdb.ErrBadRestriction) {
 		return &cli.UsageError{Err: fmt.Errorf("--restrict: %w", err)}
 	}
-	var me *mysql.MySQLError
-	if len(restrict) > 0 && errors.As(err, &me) && (me.Number == 1064 || me.Number == 1054 || me.Number == 1052) {
+	if len(restrict) > 0 && jobsdb.IsBadSQL(err) {
 		return &cli.UsageError{Err: fmt.Errorf("--restrict %s: the database rejected the condition: %w", quoteList(restrict), err)}
 	}
 	return err

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/spf13/pflag"
 
 	"github.com/jetjobs/jetjobs/jobsdb"
@@ -75,49 +74,13 @@ func jobValues(t *jobsdb.Target, j jobsdb.Job) ([]any, error) {
 	}, nil
 }
 
-// jetjobsColumns are the columns jetjobs adds to a jobs table that DataJoint declared.
-var jetjobsColumns = []string{"attempts", "lease_token", "lease_expires", "dispatched_time"}
-
-// missingJetjobsColumn reports MySQL's "unknown column" about one of jetjobsColumns: the jobs
-// table was declared by DataJoint and not adopted yet.
-func missingJetjobsColumn(err error) bool {
-	var me *mysql.MySQLError
-	if !errors.As(err, &me) || me.Number != 1054 {
-		return false
-	}
-	for _, c := range jetjobsColumns {
-		if strings.Contains(me.Message, "'"+c+"'") {
-			return true
-		}
-	}
-	return false
-}
-
-// adopting runs op; when op fails because the jobs table was declared by DataJoint and lacks
-// jetjobs' columns, it adopts the table (jobsdb Declare adds the columns with their defaults,
-// never drops; DataJoint keeps reading and writing the table) and runs op once more. refresh
-// and the scheduler adopt a table anyway; this lets retry, which writes those columns, work on
-// a DataJoint pipeline before either has run. Reads (list, errors, show) need no adoption.
-func (s *session) adopting(ctx context.Context, j *jobsdb.Jobs, op func() error) error {
-	err := op()
-	if !missingJetjobsColumn(err) {
-		return err
-	}
-	t := j.Target()
-	jobsTable := t.Schema + "." + t.JobsName
-	if derr := j.Declare(ctx); derr != nil {
-		return fmt.Errorf("%s was declared by DataJoint and lacks jetjobs' columns (%s); adding them failed: %w "+
-			"(run 'jobsctl refresh %s' as a user allowed to ALTER it)", jobsTable, strings.Join(jetjobsColumns, ", "), derr, t.FullName())
-	}
-	fmt.Fprintf(s.env.Stderr, "jobsctl: adopted %s, declared by DataJoint: added jetjobs' columns (%s); DataJoint still reads and writes it\n",
-		jobsTable, strings.Join(jetjobsColumns, ", "))
-	return op()
-}
-
-// noJobsTable explains ErrNoJobsTable.
+// noJobsTable explains ErrNoJobsTable, and ErrNotAdopted.
 func noJobsTable(table string, err error) error {
-	if errors.Is(err, jobsdb.ErrNoJobsTable) {
+	switch {
+	case errors.Is(err, jobsdb.ErrNoJobsTable):
 		return fmt.Errorf("%s: %w: it is created by the first refresh ('jobsctl refresh %s', or the scheduler)", table, err, table)
+	case errors.Is(err, jobsdb.ErrNotAdopted):
+		return fmt.Errorf("%s: %w (run 'jobsctl refresh %s' as a user allowed to ALTER it)", table, err, table)
 	}
 	return fmt.Errorf("%s: %w", table, err)
 }

@@ -242,11 +242,7 @@ func retryCommand() *command {
 				t := j.Target()
 				octx, cancel := s.opContext(ctx)
 				defer cancel()
-				var n int64
-				err = s.adopting(octx, j, func() (err error) {
-					n, err = j.RetryErrors(octx, f)
-					return err
-				})
+				n, err := j.RetryErrors(octx, f)
 				if err != nil {
 					return noJobsTable(t.FullName(), restrictError(err, sel.restrict))
 				}
