@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -48,7 +46,6 @@ type message struct {
 	nc        *nats.Conn // the connection it came on, for AckAll
 	priority  int
 	delivered uint64
-	acked     atomic.Bool // settled by AckAll, which bypasses m's own bookkeeping
 }
 
 func newMessage(m jetstream.Msg, nc *nats.Conn, consumerPriority int) *message {
@@ -68,19 +65,7 @@ func (m *message) Priority() int        { return m.priority }
 func (m *message) Header() nats.Header  { return m.m.Headers() }
 func (m *message) NumDelivered() uint64 { return m.delivered }
 
-// errIfAcked refuses to settle a message AckAll already acked (jetstream.Msg's own check does
-// not know about AckAll).
-func (m *message) errIfAcked(what string) error {
-	if m.acked.Load() {
-		return fmt.Errorf("queue: %s %s: %w", what, m.m.Subject(), jetstream.ErrMsgAlreadyAckd)
-	}
-	return nil
-}
-
 func (m *message) Ack(ctx context.Context) error {
-	if err := m.errIfAcked("ack"); err != nil {
-		return err
-	}
 	if err := m.m.DoubleAck(ctx); err != nil {
 		return fmt.Errorf("queue: ack %s: %w", m.m.Subject(), err)
 	}
@@ -88,9 +73,6 @@ func (m *message) Ack(ctx context.Context) error {
 }
 
 func (m *message) InProgress() error {
-	if err := m.errIfAcked("in-progress"); err != nil {
-		return err
-	}
 	if err := m.m.InProgress(); err != nil {
 		return fmt.Errorf("queue: in-progress %s: %w", m.m.Subject(), err)
 	}
@@ -98,9 +80,6 @@ func (m *message) InProgress() error {
 }
 
 func (m *message) NakWithDelay(d time.Duration) error {
-	if err := m.errIfAcked("nak"); err != nil {
-		return err
-	}
 	if err := m.m.NakWithDelay(max(d, MinNakDelay)); err != nil {
 		return fmt.Errorf("queue: nak %s: %w", m.m.Subject(), err)
 	}
@@ -108,82 +87,40 @@ func (m *message) NakWithDelay(d time.Duration) error {
 }
 
 func (m *message) Term() error {
-	if err := m.errIfAcked("term"); err != nil {
-		return err
-	}
 	if err := m.m.Term(); err != nil {
 		return fmt.Errorf("queue: term %s: %w", m.m.Subject(), err)
 	}
 	return nil
 }
 
-// AckAll acks msgs like Ack, each confirmed by the server, but pipelined: all acks are sent,
-// then the confirmations collected, one round trip for the lot. It waits for every
-// confirmation or ctx, and returns the failures joined; a message whose ack failed is
-// redelivered after AckWait, which MySQL's guards make harmless.
+// AckAll acks msgs without waiting for each confirmation: the acks are sent one after the
+// other on their connections, which are then flushed (one round trip each), so an error says
+// that an ack did not reach the server. Ack only after the MySQL write that settles the job
+// has committed. A lost ack is harmless: the message is redelivered after AckWait, its
+// reservation fails because MySQL recorded the outcome, and it is acked then.
 func AckAll(ctx context.Context, msgs []Msg) error {
 	var errs []error
-	byConn := make(map[*nats.Conn][]*message)
+	conns := make(map[*nats.Conn]bool)
 	var others []Msg
 	for _, m := range msgs {
-		if mm, ok := m.(*message); ok && mm.nc != nil && mm.m.Reply() != "" && !mm.acked.Load() {
-			byConn[mm.nc] = append(byConn[mm.nc], mm)
-		} else {
+		mm, ok := m.(*message)
+		if !ok || mm.nc == nil {
 			others = append(others, m)
+			continue
 		}
+		if err := mm.m.Ack(); err != nil {
+			errs = append(errs, fmt.Errorf("queue: ack %s: %w", mm.m.Subject(), err))
+			continue
+		}
+		conns[mm.nc] = true
 	}
-	for nc, batch := range byConn {
-		errs = append(errs, ackPipelined(ctx, nc, batch))
+	for nc := range conns {
+		if err := nc.FlushWithContext(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("queue: ack: flush the connection: %w", err))
+		}
 	}
 	if len(others) > 0 {
 		errs = append(errs, ackConcurrently(ctx, others))
-	}
-	return errors.Join(errs...)
-}
-
-// ackBody is JetStream's ack.
-var ackBody = []byte("+ACK")
-
-// ackPipelined sends the acks of batch as requests whose replies come to one subscription,
-// and waits for every reply.
-func ackPipelined(ctx context.Context, nc *nats.Conn, batch []*message) error {
-	inbox := nc.NewInbox()
-	replies := make(chan *nats.Msg, len(batch))
-	sub, err := nc.ChanSubscribe(inbox+".*", replies)
-	if err != nil {
-		return fmt.Errorf("queue: ack %d messages: %w", len(batch), err)
-	}
-	defer func() { _ = sub.Unsubscribe() }() // fails only on a closed connection, which drops it anyway
-
-	pending := make(map[string]*message, len(batch))
-	var errs []error
-	for i, m := range batch {
-		reply := inbox + "." + strconv.Itoa(i)
-		if err := nc.PublishRequest(m.m.Reply(), reply, ackBody); err != nil {
-			errs = append(errs, fmt.Errorf("queue: ack %s: %w", m.m.Subject(), err))
-			continue
-		}
-		pending[reply] = m
-	}
-	for len(pending) > 0 {
-		select {
-		case r := <-replies:
-			m, ok := pending[r.Subject]
-			if !ok {
-				continue
-			}
-			delete(pending, r.Subject)
-			if len(r.Data) == 0 && r.Header.Get("Status") == "503" {
-				errs = append(errs, fmt.Errorf("queue: ack %s: %w", m.m.Subject(), nats.ErrNoResponders))
-				continue
-			}
-			m.acked.Store(true)
-		case <-ctx.Done():
-			for _, m := range pending {
-				errs = append(errs, fmt.Errorf("queue: ack %s: %w", m.m.Subject(), ctx.Err()))
-			}
-			return errors.Join(errs...)
-		}
 	}
 	return errors.Join(errs...)
 }

@@ -125,6 +125,12 @@ func (w *Worker) reserve(ctx context.Context, t *table, msgs []queue.Msg) {
 	jobs := make([]*job, 0, len(msgs))
 	keys := make([]jobsdb.Key, 0, len(msgs))
 	seen := make(map[string]bool, len(msgs))
+	var spent []queue.Msg // settled by MySQL's answer: acked together
+	defer func() {
+		if len(spent) > 0 {
+			queue.AckAll(ctx, spent)
+		}
+	}()
 	for _, m := range msgs {
 		key, err := target.ParseKey(m.Key())
 		if err != nil {
@@ -137,7 +143,7 @@ func (w *Worker) reserve(ctx context.Context, t *table, msgs []queue.Msg) {
 		keyJSON, err := target.KeyJSON(key)
 		if err != nil || seen[string(keyJSON)] {
 			// The same key twice in one fetch (a priority change left two messages): one is enough.
-			m.Ack(ctx)
+			spent = append(spent, m)
 			w.releaseSlots(1)
 			continue
 		}
@@ -202,7 +208,7 @@ func (w *Worker) reserve(ctx context.Context, t *table, msgs []queue.Msg) {
 		if !won[i] {
 			// Not pending or not due any more: MySQL decided; the message is spent.
 			j.endSpans(nil)
-			j.msg.Ack(ctx)
+			spent = append(spent, j.msg)
 			w.releaseSlots(1)
 		}
 	}
