@@ -1,6 +1,7 @@
 package queue_test
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetjobs/jetjobs/internal/natstest"
 	"github.com/jetjobs/jetjobs/queue"
@@ -85,5 +87,59 @@ func TestRepairRemovesStrayMessages(t *testing.T) {
 		if _, purged, err := b.tbl.Repair(ctx); err != nil || purged != 0 {
 			t.Errorf("a healthy stream was repaired: %d purged, %v", purged, err)
 		}
+	})
+}
+
+// A stream is created with the configured storage; a table opened without one keeps the
+// stream's; a table opened with another recreates the stream (its messages are the
+// scheduler's to publish again).
+func TestStorage(t *testing.T) {
+	forEachServer(t, func(t *testing.T, url string) {
+		ctx := testContext(t)
+		nc := natstest.Conn(t, url)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := queue.Config{Prefix: natstest.Name("jjtest"), Storage: queue.StorageMemory}
+		schema, table := natstest.Name("lab"), natstest.Name("__t")
+		storage := func(tbl *queue.Table) jetstream.StorageType {
+			s, err := js.Stream(ctx, tbl.StreamName())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s.CachedInfo().Config.Storage
+		}
+		mem, err := queue.Open(ctx, nc, schema, table, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { mem.Delete(context.Background()) })
+		if got := storage(mem); got != jetstream.MemoryStorage {
+			t.Fatalf("storage %v, want memory", got)
+		}
+		mustPublish(t, mem, messages(5, 1, 2), true)
+
+		cfg.Storage = ""
+		kept, err := queue.Open(ctx, nc, schema, table, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := storage(kept); got != jetstream.MemoryStorage {
+			t.Errorf("a table opened without a storage changed the stream's to %v", got)
+		}
+		if n, err := streamMsgs(ctx, bundle{js: js, tbl: kept}); err != nil || n != 2 {
+			t.Errorf("the stream holds %d messages (%v), want its 2", n, err)
+		}
+
+		cfg.Storage = queue.StorageFile
+		file, err := queue.Open(ctx, nc, schema, table, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := storage(file); got != jetstream.FileStorage {
+			t.Errorf("storage %v after opening with file storage, want file", got)
+		}
+		mustPublish(t, file, messages(5, 1), true) // the old message went with the old stream
 	})
 }

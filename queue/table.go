@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -47,7 +48,36 @@ type Config struct {
 	// across all workers, default DefaultMaxAckPending (10000); negative means no limit. At
 	// the limit, fetches of that priority return nothing until acks come back.
 	MaxAckPending int
+	// Storage is where the server keeps the stream's messages. Empty keeps an existing
+	// stream's storage and creates a new one with StorageDefault. An existing stream whose
+	// storage differs from a non-empty Storage is deleted and created anew (a stream's storage
+	// cannot be changed): its messages are lost, and the scheduler publishes the jobs they were
+	// for again, since MySQL holds them. So only the scheduler sets it; workers leave it empty.
+	Storage Storage
 }
+
+// Storage is where a stream's messages live on the server.
+type Storage string
+
+// The storages of a stream.
+const (
+	// StorageFile keeps messages on disk: they survive a server restart.
+	StorageFile Storage = "file"
+	// StorageMemory keeps messages in memory: cheaper per message, lost when the server
+	// restarts (the scheduler then publishes every due job again at once).
+	StorageMemory Storage = "memory"
+	// StorageDefault is the storage of a new stream when Config.Storage is empty.
+	StorageDefault = StorageFile
+)
+
+// jetstream is the server's name for the storage.
+func (s Storage) jetstream() jetstream.StorageType {
+	if s == StorageMemory {
+		return jetstream.MemoryStorage
+	}
+	return jetstream.FileStorage
+}
+
 
 func (c Config) withDefaults() Config {
 	if c.Prefix == "" {
@@ -155,7 +185,7 @@ func (t *Table) streamConfig() jetstream.StreamConfig {
 		Description:          fmt.Sprintf("jetjobs dispatch of %s.%s", t.schema, t.table),
 		Subjects:             []string{t.base + ".*.*"},
 		Retention:            jetstream.WorkQueuePolicy,
-		Storage:              jetstream.FileStorage,
+		Storage:              cmp.Or(t.cfg.Storage, StorageDefault).jetstream(),
 		Replicas:             t.cfg.Replicas,
 		Discard:              jetstream.DiscardNew,
 		MaxMsgs:              -1,
@@ -186,6 +216,15 @@ func (t *Table) consumerConfig(priority int) jetstream.ConsumerConfig {
 func (t *Table) ensureStream(ctx context.Context) error {
 	want := t.streamConfig()
 	s, err := t.js.Stream(ctx, t.stream)
+	if err == nil && s.CachedInfo().Config.Storage != want.Storage {
+		if t.cfg.Storage == "" {
+			want.Storage = s.CachedInfo().Config.Storage
+		} else if err = t.js.DeleteStream(ctx, t.stream); err == nil || errors.Is(err, jetstream.ErrStreamNotFound) {
+			// A stream's storage cannot change: start over; MySQL holds the jobs.
+			t.forgetConsumers()
+			err = jetstream.ErrStreamNotFound
+		}
+	}
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		s, err = t.js.CreateStream(ctx, want)

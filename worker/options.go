@@ -110,7 +110,8 @@ type Options struct {
 	// Jobs configures each table's jobs handle: the lease duration, keep_completed, the
 	// identity written into reservations, statement timeouts (see jobsdb.Options).
 	Jobs jobsdb.Options
-	// Queue configures each table's stream and consumers; it must match the scheduler's.
+	// Queue configures each table's stream and consumers; it must match the scheduler's. Its
+	// Storage is ignored: the scheduler decides the stream's storage.
 	Queue queue.Config
 
 	// Logger receives the worker's logs. Default slog.Default().

@@ -231,7 +231,9 @@ func (w *Worker) openTable(ctx context.Context, t Table) (*table, error) {
 	if err := jobs.Declare(ctx); err != nil {
 		return nil, fmt.Errorf("declare its jobs table: %w", err)
 	}
-	q, err := queue.Open(ctx, w.opts.NATS, target.Schema, target.Name, w.opts.Queue)
+	qcfg := w.opts.Queue
+	qcfg.Storage = "" // the scheduler decides the stream's storage
+	q, err := queue.Open(ctx, w.opts.NATS, target.Schema, target.Name, qcfg)
 	if err != nil {
 		return nil, fmt.Errorf("open its stream: %w", err)
 	}
