@@ -143,3 +143,35 @@ func TestStorage(t *testing.T) {
 		mustPublish(t, file, messages(5, 1), true) // the old message went with the old stream
 	})
 }
+
+// A worker's demand reports reach the table's subscriber; they are not stored in the stream.
+func TestDemand(t *testing.T) {
+	forEachServer(t, func(t *testing.T, url string) {
+		b := setup(t, url, queue.Config{})
+		ctx := testContext(t)
+		got := make(chan queue.Demand, 1)
+		sub, err := b.tbl.SubscribeDemand(func(d queue.Demand) { got <- d })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		if err := b.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		want := queue.Demand{Worker: "w1", Taken: 250, Slots: 1000}
+		if err := b.tbl.ReportDemand(want); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case d := <-got:
+			if d != want {
+				t.Errorf("got %+v, want %+v", d, want)
+			}
+		case <-ctx.Done():
+			t.Fatal("no demand report arrived")
+		}
+		if n, err := streamMsgs(ctx, b); err != nil || n != 0 {
+			t.Errorf("the stream stored %d messages (%v): demand reports must not be stored", n, err)
+		}
+	})
+}

@@ -1,0 +1,63 @@
+package queue
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+)
+
+// demandToken is the last token of a table's demand subject, which, like the wake subject,
+// the stream does not capture.
+const demandToken = "demand"
+
+// Demand is what a worker reports after each fetch that brought messages, on a core NATS
+// subject of the table (<prefix>.<schema>.<table>.demand): how many it took and how many jobs
+// it runs at once. The table's scheduler refills the stream as workers drain it, and sizes its
+// dispatch window by the fleet's slots, instead of waiting for a timer.
+type Demand struct {
+	// Worker identifies the reporting worker (a random id per process).
+	Worker string
+	// Taken is the number of messages the fetch brought.
+	Taken int
+	// Slots is the number of jobs the worker runs at once.
+	Slots int
+}
+
+// ReportDemand publishes d on the table's demand subject; it is fire-and-forget, as a lost
+// report only delays a refill until the scheduler's next poll.
+func (t *Table) ReportDemand(d Demand) error {
+	payload := fmt.Appendf(nil, "%s %d %d", d.Worker, d.Taken, d.Slots)
+	if err := t.nc.Publish(t.base+"."+demandToken, payload); err != nil {
+		return fmt.Errorf("queue: report demand of %s: %w", t.stream, err)
+	}
+	return nil
+}
+
+// SubscribeDemand calls f, on a goroutine of the connection, with every demand report of the
+// table; malformed reports are dropped. Unsubscribe with the returned subscription.
+func (t *Table) SubscribeDemand(f func(Demand)) (*nats.Subscription, error) {
+	sub, err := t.nc.Subscribe(t.base+"."+demandToken, func(m *nats.Msg) {
+		if d, ok := parseDemand(m.Data); ok {
+			f(d)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue: subscribe to the demand of %s: %w", t.stream, err)
+	}
+	return sub, nil
+}
+
+func parseDemand(payload []byte) (Demand, bool) {
+	fields := strings.Fields(string(payload))
+	if len(fields) != 3 {
+		return Demand{}, false
+	}
+	taken, err1 := strconv.Atoi(fields[1])
+	slots, err2 := strconv.Atoi(fields[2])
+	if err1 != nil || err2 != nil || taken < 0 || slots < 0 {
+		return Demand{}, false
+	}
+	return Demand{Worker: fields[0], Taken: taken, Slots: slots}, true
+}
