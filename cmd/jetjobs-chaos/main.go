@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/spf13/pflag"
 
 	"github.com/jetjobs/jetjobs/internal/chaos"
@@ -55,6 +57,9 @@ Flags:
 `
 
 func main() {
+	// The harness's own connections die with every MySQL fault and are retried: the driver's
+	// complaints about them are noise.
+	mysql.SetLogger(log.New(io.Discard, "", 0))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -80,7 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVarP(&o.Concurrency, "concurrency", "j", chaos.DefaultConcurrency, "each worker's -j")
 	fs.StringVar(&o.NATS, "nats", chaos.DefaultNATS, "NATS server: 2.9 (Debian's "+chaos.DebianNATSServer+") or current (nats-server of go.mod)")
 	fs.BoolVar(&o.Cluster, "cluster", false, "a three-node JetStream cluster with streams replicated 3 times, instead of one server")
-	fs.StringVar(&faults, "faults", "", "comma-separated fault kinds to use (default: all that apply; see above)")
+	fs.StringVar(&faults, "faults", "", "comma-separated fault kinds to use (default: all that apply; see above); none: no faults")
 	fs.DurationVar(&o.MaxSleep, "max-sleep", chaos.DefaultMaxSleep, "the handler works a random time up to this")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the run's directory (every process's log, the call log, the servers' data) when the run fails")
 	fs.StringVar(&o.Dir, "dir", "", "where to make the run's directory (default: the temporary directory)")

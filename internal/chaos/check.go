@@ -173,33 +173,37 @@ func (h *harness) check(snap snapshot) *Result {
 		byKey[c.key] = append(byKey[c.key], c)
 	}
 
+	// One line per key, naming every count it adds to: a key whose job failed unexpectedly is
+	// both lost (not computed) and an error.
 	for i := range h.opts.Keys {
 		key := keyName(i)
 		job, hasJob := snap.jobs[key]
+		var kinds, why []string
+		if h.induced[key] && !(hasJob && job.status == "error") {
+			res.Lost++
+			kinds, why = append(kinds, "lost"), append(why, "an induced error that is not an error row")
+		}
+		if !h.induced[key] && !snap.computed[key] {
+			res.Lost++
+			kinds, why = append(kinds, "lost"), append(why, "not in the target")
+		}
+		if hasJob && (job.status == "pending" || job.status == "reserved") {
+			res.Stuck++
+			kinds, why = append(kinds, "stuck"), append(why, fmt.Sprintf("still %s %.0fs after the faults were healed", job.status, h.opts.Drain.Seconds()))
+		}
+		if hasJob && job.status == "error" && !h.induced[key] {
+			res.Errors++
+			kinds, why = append(kinds, "error"), append(why, "an error row, though its handler never fails")
+		}
+		if len(kinds) == 0 {
+			continue
+		}
 		jobDesc := "no job row"
 		if hasJob {
 			jobDesc = "job " + job.String()
 		}
-		switch {
-		case h.induced[key] && !(hasJob && job.status == "error"):
-			res.Lost++
-			res.Violations = append(res.Violations, fmt.Sprintf("lost: key %s (an induced error) is not an error row: %s; %s",
-				key, jobDesc, h.describeCalls(byKey[key])))
-		case !h.induced[key] && !snap.computed[key]:
-			res.Lost++
-			res.Violations = append(res.Violations, fmt.Sprintf("lost: key %s is not in the target: %s; %s%s",
-				key, jobDesc, h.describeCalls(byKey[key]), h.faultsNear(lastCallTime(byKey[key]))))
-		}
-		if hasJob && (job.status == "pending" || job.status == "reserved") {
-			res.Stuck++
-			res.Violations = append(res.Violations, fmt.Sprintf("stuck: key %s is still %s %.0fs after the faults were healed: %s; %s",
-				key, job.status, h.opts.Drain.Seconds(), jobDesc, h.describeCalls(byKey[key])))
-		}
-		if hasJob && job.status == "error" && !h.induced[key] {
-			res.Errors++
-			res.Violations = append(res.Violations, fmt.Sprintf("error: key %s, whose handler never fails, is an error row: %s; %s%s",
-				key, jobDesc, h.describeCalls(byKey[key]), h.faultsNear(lastCallTime(byKey[key]))))
-		}
+		res.Violations = append(res.Violations, fmt.Sprintf("%s: key %s is %s: %s; %s%s",
+			strings.Join(kinds, "+"), key, strings.Join(why, ", "), jobDesc, h.describeCalls(byKey[key]), h.faultsNear(lastCallTime(byKey[key]))))
 	}
 
 	keys := make([]string, 0, len(byKey))

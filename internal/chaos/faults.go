@@ -40,6 +40,10 @@ const (
 	maxDown       = 2 * time.Second        // a crashed server stays down up to this long
 	maxLatency    = 300 * time.Millisecond // per chunk and direction
 	maxKillVictim = 3                      // connections killed at once
+	// busyWait bounds the wait for a busy victim (a worker running handlers, a connection
+	// running a statement); busyPoll is the pace of that wait.
+	busyWait = 2 * time.Second
+	busyPoll = 5 * time.Millisecond
 )
 
 // FaultKinds lists every fault kind, in a fixed order (the order a seed's choices index).
@@ -118,7 +122,7 @@ func (h *harness) applyFault(ctx context.Context, rng *rand.Rand, kind string) (
 	heal := context.WithoutCancel(ctx)
 	switch kind {
 	case FaultWorkerKill, FaultWorkerTerm, FaultWorkerTermGroup:
-		return h.faultWorker(rng, kind)
+		return h.faultWorker(ctx, rng, kind)
 	case FaultSchedulerKill:
 		return h.faultScheduler(ctx, rng)
 
@@ -212,17 +216,28 @@ func (h *harness) faultProxies(ctx context.Context, rng *rand.Rand, kind string,
 	return fmt.Sprintf("%s for %v", detail, hold.Round(time.Millisecond)), nil
 }
 
-// faultWorker kills or stops a random worker; the supervisor starts a replacement at once.
-func (h *harness) faultWorker(rng *rand.Rand, kind string) (string, error) {
-	h.mu.Lock()
-	i := rng.IntN(len(h.workers))
-	w := h.workers[i]
-	if w == nil || w.exited() {
+// faultWorker kills or stops a random worker, preferring one that is running handlers at the
+// time (it waits up to busyWait for one); the supervisor starts a replacement at once.
+func (h *harness) faultWorker(ctx context.Context, rng *rand.Rand, kind string) (string, error) {
+	first := rng.IntN(len(h.workers))
+	deadline := time.Now().Add(busyWait)
+	var w *proc
+	for w == nil {
+		h.mu.Lock()
+		for j := range h.workers {
+			i := (first + j) % len(h.workers)
+			c := h.workers[i]
+			if c != nil && !c.exited() && (len(children(c.pid())) > 0 || time.Now().After(deadline)) {
+				w = c
+				h.workers[i] = nil // the supervisor fills the slot
+				break
+			}
+		}
 		h.mu.Unlock()
-		return "", fmt.Errorf("worker slot %d has no running worker", i)
+		if w == nil && !sleepCtx(ctx, busyPoll) {
+			return "", ctx.Err()
+		}
 	}
-	h.workers[i] = nil // the supervisor fills the slot
-	h.mu.Unlock()
 	w.markStopping()
 	switch kind {
 	case FaultWorkerKill:

@@ -5,11 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,18 +22,20 @@ const database = "chaos"
 // queryTimeout bounds each of the harness's own statements; they are retried after a fault.
 const queryTimeout = 10 * time.Second
 
-// dialerSeq numbers the MySQL dialers registered by runs of this process.
-var dialerSeq atomic.Int64
+// The programs connect under user names of their own (the private server runs without grant
+// tables and accepts any), so that PROCESSLIST tells them apart from each other and from the
+// harness's root connections, which the KILL faults never touch.
+const (
+	workerUser    = "chaosworker"
+	schedulerUser = "chaosscheduler"
+)
 
-// mysqlWorld is the run's MariaDB: the server, an admin pool whose connections the faults never
-// kill, and the proxy the workers reach it through.
+// mysqlWorld is the run's MariaDB: the server, the harness's admin pool, and the proxy the
+// workers reach it through.
 type mysqlWorld struct {
 	server *mysqlserver.Server
 	proxy  *faultproxy.Proxy
-	admin  *sql.DB // default database chaos
-
-	mu         sync.Mutex
-	adminPorts map[string]bool // local ports of the admin pool's connections
+	admin  *sql.DB // as root, default database chaos
 }
 
 func startMySQL(ctx context.Context, dir string) (*mysqlWorld, error) {
@@ -48,7 +47,7 @@ func startMySQL(ctx context.Context, dir string) (*mysqlWorld, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start MariaDB: %w", err)
 	}
-	m := &mysqlWorld{server: server, adminPorts: map[string]bool{}}
+	m := &mysqlWorld{server: server}
 	fail := func(err error) (*mysqlWorld, error) {
 		m.close(false)
 		return nil, err
@@ -67,22 +66,7 @@ func startMySQL(ctx context.Context, dir string) (*mysqlWorld, error) {
 	if err != nil {
 		return fail(err)
 	}
-	// The admin pool dials through a dialer of its own that notes each connection's local port,
-	// so that KILL faults can leave the harness's connections alone.
-	dialer := fmt.Sprintf("chaosadmin%d", dialerSeq.Add(1))
-	mysql.RegisterDialContext(dialer, func(ctx context.Context, addr string) (net.Conn, error) {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", addr)
-		if err == nil {
-			_, port, _ := net.SplitHostPort(c.LocalAddr().String())
-			m.mu.Lock()
-			m.adminPorts[port] = true
-			m.mu.Unlock()
-		}
-		return c, err
-	})
 	admin := cfg.Clone()
-	admin.Net = dialer
 	admin.DBName = ""
 	m.admin, err = sql.Open("mysql", admin.FormatDSN())
 	if err != nil {
@@ -102,9 +86,9 @@ func startMySQL(ctx context.Context, dir string) (*mysqlWorld, error) {
 	return m, nil
 }
 
-// directDSN is the server DSN the schedulers use; proxyDSN the workers'.
-func (m *mysqlWorld) directDSN() string { return m.server.DSN }
-func (m *mysqlWorld) proxyDSN() string  { return "root@tcp(" + m.proxy.Addr() + ")/" }
+// schedulerDSN reaches the server directly; workerDSN through the proxy.
+func (m *mysqlWorld) schedulerDSN() string { return schedulerUser + "@tcp(" + m.proxy.Target() + ")/" }
+func (m *mysqlWorld) workerDSN() string    { return workerUser + "@tcp(" + m.proxy.Addr() + ")/" }
 
 // close stops the proxy and the server; keep leaves the server's directory in place.
 func (m *mysqlWorld) close(keep bool) {
@@ -136,18 +120,17 @@ func (m *mysqlWorld) count(ctx context.Context, query string, args ...any) (int,
 	return int(n.Int64), err
 }
 
-// client is one client connection of the server, as PROCESSLIST shows it.
+// client is one connection of a program, as PROCESSLIST shows it.
 type client struct {
 	id      int64
-	port    string
+	user    string
 	command string
 	info    string
-	worker  bool // connected through the workers' proxy
 }
 
 func (c client) String() string {
 	who := "scheduler"
-	if c.worker {
+	if c.user == workerUser {
 		who = "worker"
 	}
 	s := fmt.Sprintf("connection %d (%s, %s", c.id, who, c.command)
@@ -161,36 +144,23 @@ func (c client) String() string {
 	return s + ")"
 }
 
-// clients lists the connections of the programs: every client connection except the admin
-// pool's.
+// clients lists the programs' connections (never the harness's).
 func (m *mysqlWorld) clients(ctx context.Context) ([]client, error) {
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	rows, err := m.admin.QueryContext(ctx,
-		"SELECT ID, HOST, COMMAND, COALESCE(INFO, '') FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() AND HOST LIKE '%:%'")
+		"SELECT ID, USER, COMMAND, COALESCE(INFO, '') FROM information_schema.PROCESSLIST WHERE USER IN (?, ?) ORDER BY ID",
+		workerUser, schedulerUser)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	workerPorts := map[string]bool{}
-	for _, a := range m.proxy.UpstreamAddrs() {
-		_, port, _ := net.SplitHostPort(a)
-		workerPorts[port] = true
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	var out []client
 	for rows.Next() {
 		var c client
-		var host string
-		if err := rows.Scan(&c.id, &host, &c.command, &c.info); err != nil {
+		if err := rows.Scan(&c.id, &c.user, &c.command, &c.info); err != nil {
 			return nil, err
 		}
-		_, c.port, _ = net.SplitHostPort(host)
-		if m.adminPorts[c.port] {
-			continue
-		}
-		c.worker = workerPorts[c.port]
 		out = append(out, c)
 	}
 	return out, rows.Err()
@@ -199,25 +169,36 @@ func (m *mysqlWorld) clients(ctx context.Context) ([]client, error) {
 // kill runs KILL QUERY or KILL CONNECTION (what) on up to n random client connections,
 // preferring, for KILL QUERY, connections running a statement. It returns what it killed.
 func (m *mysqlWorld) kill(ctx context.Context, rng *rand.Rand, what string, n int) ([]string, error) {
-	clients, err := m.clients(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list connections: %w", err)
-	}
-	if len(clients) == 0 {
-		return nil, nil
-	}
-	rng.Shuffle(len(clients), func(i, j int) { clients[i], clients[j] = clients[j], clients[i] })
-	if what == "QUERY" {
-		busy := clients[:0:0]
-		for _, c := range clients {
+	var clients []client
+	deadline := time.Now().Add(busyWait)
+	for {
+		all, err := m.clients(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list connections: %w", err)
+		}
+		clients = all
+		if what != "QUERY" {
+			break
+		}
+		// KILL QUERY hits only a running statement: wait a little for some.
+		busy := all[:0:0]
+		for _, c := range all {
 			if c.command == "Query" {
 				busy = append(busy, c)
 			}
 		}
 		if len(busy) > 0 {
 			clients = busy
+			break
+		}
+		if time.Now().After(deadline) || !sleepCtx(ctx, busyPoll) {
+			break
 		}
 	}
+	if len(clients) == 0 {
+		return nil, nil
+	}
+	rng.Shuffle(len(clients), func(i, j int) { clients[i], clients[j] = clients[j], clients[i] })
 	var killed []string
 	for _, c := range clients[:min(n, len(clients))] {
 		if _, err := m.exec(ctx, fmt.Sprintf("KILL %s %d", what, c.id)); err != nil {

@@ -51,6 +51,9 @@ const (
 	NATSCurrent = "current"
 )
 
+// NoFaults as the only fault kind runs without faults.
+const NoFaults = "none"
+
 // DebianNATSServer is where Debian installs nats-server.
 const DebianNATSServer = "/usr/sbin/nats-server"
 
@@ -76,7 +79,8 @@ type Options struct {
 	// Cluster runs a three-node JetStream cluster with streams replicated three times instead
 	// of one server.
 	Cluster bool
-	// Faults lists the fault kinds to use (see FaultKinds); empty means all that apply.
+	// Faults lists the fault kinds to use (see FaultKinds); empty means all that apply, and
+	// NoFaults alone none (a baseline run that proves the checker quiet).
 	Faults []string
 	// MaxSleep bounds the handler's random work time. Default DefaultMaxSleep.
 	MaxSleep time.Duration
@@ -137,7 +141,7 @@ func (o Options) validate() error {
 		problems = append(problems, fmt.Sprintf("max sleep %v: want less than a second", o.MaxSleep))
 	}
 	for _, f := range o.Faults {
-		if !slices.Contains(FaultKinds(), f) {
+		if f != NoFaults && !slices.Contains(FaultKinds(), f) {
 			problems = append(problems, fmt.Sprintf("unknown fault %q (known: %s)", f, strings.Join(FaultKinds(), ", ")))
 		}
 	}

@@ -128,7 +128,7 @@ func (h *harness) run(ctx context.Context) (*Result, error) {
 		h.log.printf("building the programs")
 		bins, remove, err := Build()
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w (the go command builds them from the jetjobs module: run inside it, or give prebuilt programs with --bin)", err)
 		}
 		defer remove()
 		h.bins = bins
@@ -154,7 +154,7 @@ func (h *harness) run(ctx context.Context) (*Result, error) {
 	if h.watcher, err = newCallWatcher(h.callsPath); err != nil {
 		return nil, err
 	}
-	h.log.printf("MariaDB %s (workers via %s), NATS %s (workers via %s)", h.mysql.directDSN(), h.mysql.proxy.Addr(), h.nats.urls(false), h.nats.urls(true))
+	h.log.printf("MariaDB %s (workers via %s), NATS %s (workers via %s)", h.mysql.schedulerDSN(), h.mysql.proxy.Addr(), h.nats.urls(false), h.nats.urls(true))
 
 	// The programs, kept running by the supervisor.
 	h.workers = make([]*proc, o.Workers)
@@ -173,7 +173,11 @@ func (h *harness) run(ctx context.Context) (*Result, error) {
 	defer stopFaults()
 	fed := make(chan error, 1)
 	go func() { fed <- h.feed(ctx, time.Duration(float64(o.Duration)*DefaultFeedShare)) }()
-	h.log.printf("fault phase: %d kinds enabled: %s", len(h.enabledFaults()), strings.Join(h.enabledFaults(), ", "))
+	if kinds := h.enabledFaults(); len(kinds) > 0 {
+		h.log.printf("fault phase: %d kinds enabled: %s", len(kinds), strings.Join(kinds, ", "))
+	} else {
+		h.log.printf("no faults: a baseline run")
+	}
 	h.runFaults(faultCtx)
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("interrupted: %w", ctx.Err())
@@ -231,7 +235,7 @@ func (h *harness) setup(ctx context.Context) error {
 	}
 	h.callsPath = filepath.Join(h.dir, "calls.log")
 	cfg := map[string]any{
-		"mysql": map[string]any{"dsn": h.mysql.directDSN()},
+		"mysql": map[string]any{"dsn": h.mysql.schedulerDSN()},
 		"nats": map[string]any{
 			"url": h.nats.urls(false), "subject_prefix": h.prefix, "ack_wait": ackWaitSeconds,
 			"replicas": len(h.nats.nodes),
@@ -348,7 +352,7 @@ func (h *harness) startProgram(program string) (*proc, error) {
 	var env []string
 	if program == "worker" {
 		args = append(args,
-			"--mysql", h.mysql.proxyDSN(), "--nats", h.nats.urls(true),
+			"--mysql", h.mysql.workerDSN(), "--nats", h.nats.urls(true),
 			"--exec", h.handler, "-j", strconv.Itoa(h.opts.Concurrency), "--suppress-errors",
 			"--grace", workerGrace.String())
 		env = []string{
