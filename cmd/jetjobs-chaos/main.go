@@ -87,6 +87,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.Cluster, "cluster", false, "a three-node JetStream cluster with streams replicated 3 times, instead of one server")
 	fs.StringVar(&faults, "faults", "", "comma-separated fault kinds to use (default: all that apply; see above); none: no faults")
 	fs.DurationVar(&o.MaxSleep, "max-sleep", chaos.DefaultMaxSleep, "the handler works a random time up to this")
+	fs.IntVar(&o.SlowPerMille, "slow-per-mille", chaos.DefaultSlowPerMille, "calls in a thousand that work for seconds, around the lease (negative: none)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the run's directory (every process's log, the call log, the servers' data) when the run fails")
 	fs.StringVar(&o.Dir, "dir", "", "where to make the run's directory (default: the temporary directory)")
 	fs.StringVar(&o.BinDir, "bin", "", "directory of prebuilt scheduler, worker, jobsctl and natsd (default: build them)")

@@ -18,8 +18,10 @@ import (
 //	end   <key> <lease token or -> <handler pid> <worker pid> <unix ns> <handler start ticks> ok|fail
 //
 // The start ticks (field 22 of /proc/<pid>/stat) tell a handler from a later process that
-// reuses its pid. It works for a random time up to $CHAOS_MAX_SLEEP_MS, fails (exit 3) for the
-// keys in $CHAOS_FAIL_KEYS, and prints the target row. bash, for $EPOCHREALTIME and $RANDOM
+// reuses its pid. It works for a random time up to $CHAOS_MAX_SLEEP_MS, or, for
+// $CHAOS_SLOW_PERMILLE calls in a thousand, between $CHAOS_SLOW_MIN_MS and $CHAOS_SLOW_MAX_MS
+// (around the lease, so that partitions catch calls running); it fails (exit 3) for the keys in
+// $CHAOS_FAIL_KEYS, and prints the target row. bash, for $EPOCHREALTIME and $RANDOM
 // without extra processes.
 const handlerScript = `#!/bin/bash
 k="$JETJOBS_KEY_SUBJECT_ID:$JETJOBS_KEY_SESSION_ID"
@@ -29,6 +31,9 @@ ticks=${st[21]}
 now() { t=${EPOCHREALTIME//[!0-9]/}; echo "${t}000"; }
 echo "start $k $tok $$ $PPID $(now) $ticks" >> "$CHAOS_CALLS"
 ms=$((RANDOM % (CHAOS_MAX_SLEEP_MS + 1)))
+if ((RANDOM % 1000 < CHAOS_SLOW_PERMILLE)); then
+  ms=$((CHAOS_SLOW_MIN_MS + (RANDOM * 32768 + RANDOM) % (CHAOS_SLOW_MAX_MS - CHAOS_SLOW_MIN_MS + 1)))
+fi
 sleep "$((ms / 1000)).$(printf %03d $((ms % 1000)))"
 case " $CHAOS_FAIL_KEYS " in
 *" $k "*)

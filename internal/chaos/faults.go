@@ -88,7 +88,8 @@ func (h *harness) enabledFaults() []string {
 }
 
 // runFaults applies faults one after another, with random gaps, until ctx ends; the fault
-// holding when it ends is healed at once.
+// holding when it ends is healed at once. The kinds come in rounds, each a random permutation
+// of the enabled kinds, so that a run of a few rounds hits every part of the system.
 func (h *harness) runFaults(ctx context.Context) {
 	kinds := h.enabledFaults()
 	if len(kinds) == 0 {
@@ -96,11 +97,17 @@ func (h *harness) runFaults(ctx context.Context) {
 		return
 	}
 	rng := h.rng
+	var round []string
 	for {
 		if !sleepCtx(ctx, uniform(rng, h.opts.FaultGapMin, h.opts.FaultGapMax)) {
 			return
 		}
-		kind := kinds[rng.IntN(len(kinds))]
+		if len(round) == 0 {
+			round = slices.Clone(kinds)
+			rng.Shuffle(len(round), func(i, j int) { round[i], round[j] = round[j], round[i] })
+		}
+		kind := round[0]
+		round = round[1:]
 		at := h.log.since()
 		detail, err := h.applyFault(ctx, rng, kind)
 		rec := faultRecord{at: at, healed: h.log.since(), kind: kind, detail: detail}

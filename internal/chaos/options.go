@@ -19,6 +19,9 @@ const (
 	DefaultNATS        = NATSCurrent
 	// DefaultMaxSleep bounds the handler's random work time per call.
 	DefaultMaxSleep = 50 * time.Millisecond
+	// DefaultSlowPerMille calls in a thousand are slow: they work between slowMin and slowMax,
+	// around the lease, so that a partition or a lost lease finds calls running.
+	DefaultSlowPerMille = 5
 	// DefaultFaultGapMin and DefaultFaultGapMax bound the quiet time between two faults.
 	DefaultFaultGapMin = 1 * time.Second
 	DefaultFaultGapMax = 4 * time.Second
@@ -41,6 +44,8 @@ const (
 	ackWaitSeconds = 2
 	refreshSeconds = 1
 	workerGrace    = 5 * time.Second
+	slowMin        = leaseSeconds * time.Second / 2
+	slowMax        = leaseSeconds * time.Second * 3 / 2
 )
 
 // NATS server kinds.
@@ -84,6 +89,9 @@ type Options struct {
 	Faults []string
 	// MaxSleep bounds the handler's random work time. Default DefaultMaxSleep.
 	MaxSleep time.Duration
+	// SlowPerMille is how many calls in a thousand work for seconds (around the lease) instead.
+	// Default DefaultSlowPerMille; negative: none.
+	SlowPerMille int
 	// FaultGapMin, FaultGapMax, HoldMin and HoldMax shape the schedule (see the defaults).
 	FaultGapMin, FaultGapMax, HoldMin, HoldMax time.Duration
 	// Dir is where the run's directory is made. Default os.TempDir().
@@ -112,6 +120,10 @@ func (o Options) withDefaults() Options {
 	def(&o.Workers, DefaultWorkers)
 	def(&o.Schedulers, DefaultSchedulers)
 	def(&o.Concurrency, DefaultConcurrency)
+	if o.SlowPerMille == 0 {
+		o.SlowPerMille = DefaultSlowPerMille
+	}
+	o.SlowPerMille = max(o.SlowPerMille, 0)
 	defD(&o.Duration, DefaultDuration)
 	defD(&o.Drain, DefaultDrain)
 	defD(&o.MaxSleep, DefaultMaxSleep)

@@ -359,6 +359,9 @@ func (h *harness) startProgram(program string) (*proc, error) {
 			"CHAOS_CALLS=" + h.callsPath,
 			"CHAOS_FAIL_KEYS=" + h.inducedList(),
 			"CHAOS_MAX_SLEEP_MS=" + strconv.Itoa(int(h.opts.MaxSleep/time.Millisecond)),
+			"CHAOS_SLOW_PERMILLE=" + strconv.Itoa(h.opts.SlowPerMille),
+			"CHAOS_SLOW_MIN_MS=" + strconv.Itoa(int(slowMin/time.Millisecond)),
+			"CHAOS_SLOW_MAX_MS=" + strconv.Itoa(int(slowMax/time.Millisecond)),
 		}
 	}
 	p, err := startProc(name, filepath.Join(h.dir, "logs", name+".log"), env, binPath(h.bins, program), args...)
