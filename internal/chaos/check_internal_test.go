@@ -158,9 +158,9 @@ func TestCheck(t *testing.T) {
 		computed: map[string]bool{"0:0": true, "0:1": true, "0:3": true},
 		jobs: map[string]jobRow{
 			"0:2": {status: "error", message: "Error 1317"}, // unexpected error: lost and error
-			"0:3": {status: "reserved"},                      // computed, yet stuck reserved
-			"0:4": {status: "pending"},                       // lost and stuck
-			"0:5": {status: "error", message: "induced"},     // expected
+			"0:3": {status: "reserved"},                     // computed, yet stuck reserved
+			"0:4": {status: "pending"},                      // lost and stuck
+			"0:5": {status: "error", message: "induced"},    // expected
 		},
 	}
 	res := h.check(snap)
