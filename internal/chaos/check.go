@@ -265,12 +265,13 @@ func (h *harness) describeCall(c *call) string {
 		h.log.at(c.start).Seconds(), h.log.at(c.until()).Seconds(), c.token, c.hpid, c.wpid, end)
 }
 
-// faultsNear lists the faults that were holding at t or ended up to faultWindow before it.
+// faultsNear lists the faults that were holding at t or ended up to faultWindow (about a
+// lease) before it.
 func (h *harness) faultsNear(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	const faultWindow = 10 * time.Second
+	const faultWindow = (leaseSeconds + 1) * time.Second
 	at := h.log.at(t)
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -281,7 +282,7 @@ func (h *harness) faultsNear(t time.Time) string {
 		}
 	}
 	if len(near) == 0 {
-		return "; no fault within 10s before"
+		return fmt.Sprintf("; no fault within %v before", faultWindow)
 	}
 	return "; faults around: " + strings.Join(near, " | ")
 }

@@ -157,7 +157,13 @@ func (h *harness) applyFault(ctx context.Context, rng *rand.Rand, kind string) (
 		}
 		return fmt.Sprintf("%v, down %v", sig, down.Round(time.Millisecond)), nil
 	case FaultMySQLPartition, FaultMySQLLatency, FaultMySQLReset, FaultMySQLRefuse:
-		return h.faultProxies(ctx, rng, kind, []*faultproxy.Proxy{h.mysql.proxy}, hold)
+		slots, scope := h.pickSlots(rng)
+		var proxies []*faultproxy.Proxy
+		for _, i := range slots {
+			proxies = append(proxies, h.links[i].mysql)
+		}
+		detail, err := h.faultProxies(ctx, rng, kind, proxies, hold)
+		return scope + ": " + detail, err
 
 	case FaultNATSKill, FaultNATSWipe, FaultNATSNodeDown:
 		node := h.nats.nodes[rng.IntN(len(h.nats.nodes))]
@@ -183,9 +189,35 @@ func (h *harness) applyFault(ctx context.Context, rng *rand.Rand, kind string) (
 		}
 		return "stream " + name, nil
 	case FaultNATSPartition, FaultNATSLatency, FaultNATSReset, FaultNATSRefuse:
-		return h.faultProxies(ctx, rng, kind, h.nats.proxies(), hold)
+		slots, scope := h.pickSlots(rng)
+		var proxies []*faultproxy.Proxy
+		for _, i := range slots {
+			proxies = append(proxies, h.links[i].nats...)
+		}
+		detail, err := h.faultProxies(ctx, rng, kind, proxies, hold)
+		return scope + ": " + detail, err
 	}
 	return "", fmt.Errorf("unknown fault kind %q", kind)
+}
+
+// pickSlots chooses the workers a network fault cuts off: all of them, or one (as when one
+// machine loses its network while the others carry on).
+func (h *harness) pickSlots(rng *rand.Rand) ([]int, string) {
+	if rng.IntN(2) == 0 {
+		all := make([]int, len(h.links))
+		for i := range all {
+			all[i] = i
+		}
+		return all, "all workers"
+	}
+	i := rng.IntN(len(h.links))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	who := "no process"
+	if w := h.workers[i]; w != nil {
+		who = fmt.Sprintf("%s, pid %d", w.name, w.pid())
+	}
+	return []int{i}, fmt.Sprintf("worker slot %d (%s)", i, who)
 }
 
 // faultProxies applies a network fault to proxies: partitions, latency and refusals hold for

@@ -12,7 +12,6 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
-	"github.com/jetjobs/jetjobs/internal/faultproxy"
 	"github.com/jetjobs/jetjobs/internal/mysqlserver"
 )
 
@@ -30,11 +29,10 @@ const (
 	schedulerUser = "chaosscheduler"
 )
 
-// mysqlWorld is the run's MariaDB: the server, the harness's admin pool, and the proxy the
-// workers reach it through.
+// mysqlWorld is the run's MariaDB: the server and the harness's admin pool.
 type mysqlWorld struct {
 	server *mysqlserver.Server
-	proxy  *faultproxy.Proxy
+	addr   string  // host:port
 	admin  *sql.DB // as root, default database chaos
 }
 
@@ -62,10 +60,7 @@ func startMySQL(ctx context.Context, dir string) (*mysqlWorld, error) {
 	if err != nil {
 		return fail(err)
 	}
-	m.proxy, err = faultproxy.New(cfg.Addr)
-	if err != nil {
-		return fail(err)
-	}
+	m.addr = cfg.Addr
 	admin := cfg.Clone()
 	admin.DBName = ""
 	m.admin, err = sql.Open("mysql", admin.FormatDSN())
@@ -86,17 +81,13 @@ func startMySQL(ctx context.Context, dir string) (*mysqlWorld, error) {
 	return m, nil
 }
 
-// schedulerDSN reaches the server directly; workerDSN through the proxy.
-func (m *mysqlWorld) schedulerDSN() string { return schedulerUser + "@tcp(" + m.proxy.Target() + ")/" }
-func (m *mysqlWorld) workerDSN() string    { return workerUser + "@tcp(" + m.proxy.Addr() + ")/" }
+// schedulerDSN reaches the server directly.
+func (m *mysqlWorld) schedulerDSN() string { return schedulerUser + "@tcp(" + m.addr + ")/" }
 
-// close stops the proxy and the server; keep leaves the server's directory in place.
+// close stops the server; keep leaves the server's directory in place.
 func (m *mysqlWorld) close(keep bool) {
 	if m.admin != nil {
 		m.admin.Close()
-	}
-	if m.proxy != nil {
-		m.proxy.Close()
 	}
 	if keep {
 		m.server.Halt(syscall.SIGTERM)

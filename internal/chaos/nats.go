@@ -12,8 +12,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/jetjobs/jetjobs/internal/faultproxy"
 )
 
 // natsReadyTimeout bounds the wait for a node to report itself healthy.
@@ -29,7 +27,6 @@ type natsNode struct {
 	clusterAddr string
 	httpAddr    string
 	p           *proc
-	proxy       *faultproxy.Proxy // the workers' way to it
 }
 
 // natsWorld is the run's NATS: one node, or a three-node JetStream cluster.
@@ -62,11 +59,6 @@ func startNATS(ctx context.Context, dir, bin string, cluster bool, log *runLog) 
 	}
 	for _, node := range w.nodes {
 		if err := os.WriteFile(node.conf, []byte(w.config(node)), 0o644); err != nil {
-			return nil, err
-		}
-		var err error
-		if node.proxy, err = faultproxy.New(node.clientAddr); err != nil {
-			w.close()
 			return nil, err
 		}
 		if err := w.launch(node); err != nil {
@@ -135,26 +127,13 @@ func (node *natsNode) waitHealthy(ctx context.Context, timeout time.Duration) er
 	}
 }
 
-// urls lists the nodes' client URLs, comma-separated: direct ones for the schedulers and the
-// harness, the proxies' for the workers.
-func (w *natsWorld) urls(viaProxy bool) string {
+// urls lists the nodes' client URLs, comma-separated.
+func (w *natsWorld) urls() string {
 	var urls []string
 	for _, n := range w.nodes {
-		addr := n.clientAddr
-		if viaProxy {
-			addr = n.proxy.Addr()
-		}
-		urls = append(urls, "nats://"+addr)
+		urls = append(urls, "nats://"+n.clientAddr)
 	}
 	return strings.Join(urls, ",")
-}
-
-func (w *natsWorld) proxies() []*faultproxy.Proxy {
-	var ps []*faultproxy.Proxy
-	for _, n := range w.nodes {
-		ps = append(ps, n.proxy)
-	}
-	return ps
 }
 
 // restart stops a node with sig, optionally empties its store, waits down and starts it
@@ -188,9 +167,6 @@ func (w *natsWorld) ensureRunning() error {
 
 func (w *natsWorld) close() {
 	for _, n := range w.nodes {
-		if n.proxy != nil {
-			n.proxy.Close()
-		}
 		if n.p != nil && !n.p.exited() {
 			n.p.stop(syscall.SIGKILL, stopTimeout)
 		}
@@ -199,7 +175,7 @@ func (w *natsWorld) close() {
 
 // connect opens a direct connection to the cluster for the harness.
 func (w *natsWorld) connect() (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(w.urls(false), nats.Name("jetjobs-chaos"), nats.Timeout(3*time.Second))
+	nc, err := nats.Connect(w.urls(), nats.Name("jetjobs-chaos"), nats.Timeout(3*time.Second))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -45,7 +45,7 @@ const (
 	refreshSeconds = 1
 	workerGrace    = 5 * time.Second
 	slowMin        = leaseSeconds * time.Second / 2
-	slowMax        = leaseSeconds * time.Second * 3 / 2
+	slowMax        = leaseSeconds * time.Second * 2
 )
 
 // NATS server kinds.

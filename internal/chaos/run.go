@@ -63,6 +63,7 @@ type harness struct {
 	mysql   *mysqlWorld
 	nats    *natsWorld
 	watcher *callWatcher
+	links   []*workerLinks // by worker slot
 
 	table     string // schema.table
 	prefix    string // subject prefix
@@ -154,7 +155,15 @@ func (h *harness) run(ctx context.Context) (*Result, error) {
 	if h.watcher, err = newCallWatcher(h.callsPath); err != nil {
 		return nil, err
 	}
-	h.log.printf("MariaDB %s (workers via %s), NATS %s (workers via %s)", h.mysql.schedulerDSN(), h.mysql.proxy.Addr(), h.nats.urls(false), h.nats.urls(true))
+	h.log.printf("MariaDB %s, NATS %s", h.mysql.schedulerDSN(), h.nats.urls())
+	for i := range o.Workers {
+		l, err := newWorkerLinks(h.mysql, h.nats)
+		if err != nil {
+			return nil, err
+		}
+		h.links = append(h.links, l)
+		h.log.printf("worker slot %d: %s", i, l)
+	}
 
 	// The programs, kept running by the supervisor.
 	h.workers = make([]*proc, o.Workers)
@@ -237,7 +246,7 @@ func (h *harness) setup(ctx context.Context) error {
 	cfg := map[string]any{
 		"mysql": map[string]any{"dsn": h.mysql.schedulerDSN()},
 		"nats": map[string]any{
-			"url": h.nats.urls(false), "subject_prefix": h.prefix, "ack_wait": ackWaitSeconds,
+			"url": h.nats.urls(), "subject_prefix": h.prefix, "ack_wait": ackWaitSeconds,
 			"replicas": len(h.nats.nodes),
 		},
 		"jobs": map[string]any{
@@ -306,6 +315,7 @@ func (h *harness) supervise(ctx context.Context) {
 }
 
 func (h *harness) fillSlots(ctx context.Context, program string, slots []*proc) {
+	// Slots are filled in order, so that the processes' numbers follow the slots at the start.
 	for i := range slots {
 		h.mu.Lock()
 		p := slots[i]
@@ -316,7 +326,7 @@ func (h *harness) fillSlots(ctx context.Context, program string, slots []*proc) 
 		if p != nil && !p.isStopping() {
 			h.note("%s (pid %d) exited by itself (%s) at %.3fs; last log lines:\n%s", p.name, p.pid(), p.exitStatus(), h.log.since().Seconds(), indent(p.logTail(8)))
 		}
-		np, err := h.startProgram(program)
+		np, err := h.startProgram(program, i)
 		if err != nil {
 			h.log.printf("start a %s: %v", program, err)
 			continue
@@ -338,8 +348,9 @@ func (h *harness) note(format string, args ...any) {
 	h.mu.Unlock()
 }
 
-// startProgram starts a scheduler or a worker (through the proxies) with a metrics port.
-func (h *harness) startProgram(program string) (*proc, error) {
+// startProgram starts a scheduler, or a worker for a slot (through the slot's proxies), with a
+// metrics port.
+func (h *harness) startProgram(program string, slot int) (*proc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -352,7 +363,7 @@ func (h *harness) startProgram(program string) (*proc, error) {
 	var env []string
 	if program == "worker" {
 		args = append(args,
-			"--mysql", h.mysql.workerDSN(), "--nats", h.nats.urls(true),
+			"--mysql", h.links[slot].mysqlDSN(), "--nats", h.links[slot].natsURLs(),
 			"--exec", h.handler, "-j", strconv.Itoa(h.opts.Concurrency), "--suppress-errors",
 			"--grace", workerGrace.String())
 		env = []string{
@@ -378,9 +389,11 @@ func (h *harness) startProgram(program string) (*proc, error) {
 
 // healAll ends every fault: proxies back to pass-through, every server running.
 func (h *harness) healAll() error {
-	h.mysql.proxy.Heal()
-	for _, p := range h.nats.proxies() {
-		p.Heal()
+	for _, l := range h.links {
+		l.mysql.Heal()
+		for _, p := range l.nats {
+			p.Heal()
+		}
 	}
 	if err := h.mysql.ensureRunning(); err != nil {
 		return err
@@ -478,6 +491,9 @@ func (h *harness) cleanup(keep bool) {
 	}
 	if h.watcher != nil {
 		h.watcher.close()
+	}
+	for _, l := range h.links {
+		l.close()
 	}
 	if h.nats != nil {
 		h.nats.close()
