@@ -248,11 +248,12 @@ func (h *harness) faultProxies(ctx context.Context, rng *rand.Rand, kind string,
 		}
 		detail = fmt.Sprintf("latency %v to the server, %v back", up.Round(time.Millisecond), down.Round(time.Millisecond))
 	}
+	began := time.Now()
 	sleepCtx(ctx, hold)
 	for _, p := range proxies {
 		p.Heal()
 	}
-	return fmt.Sprintf("%s for %v", detail, hold.Round(time.Millisecond)), nil
+	return fmt.Sprintf("%s for %v", detail, time.Since(began).Round(time.Millisecond)), nil
 }
 
 // faultWorker kills or stops a random worker, preferring one that is running handlers at the

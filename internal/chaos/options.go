@@ -21,7 +21,7 @@ const (
 	DefaultMaxSleep = 50 * time.Millisecond
 	// DefaultSlowPerMille calls in a thousand are slow: they work between slowMin and slowMax,
 	// around the lease, so that a partition or a lost lease finds calls running.
-	DefaultSlowPerMille = 5
+	DefaultSlowPerMille = 10
 	// DefaultFaultGapMin and DefaultFaultGapMax bound the quiet time between two faults.
 	DefaultFaultGapMin = 1 * time.Second
 	DefaultFaultGapMax = 4 * time.Second
