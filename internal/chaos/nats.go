@@ -220,12 +220,12 @@ func (w *natsWorld) connections(ctx context.Context) (int, error) {
 			return 0, fmt.Errorf("nats %s /connz: %v (status %d)", n.name, err, code)
 		}
 		var connz struct {
-			NumConns int `json:"num_connections"`
+			Total int `json:"total"` // all open connections; num_connections counts only this page
 		}
 		if err := json.Unmarshal([]byte(body), &connz); err != nil {
 			return 0, err
 		}
-		total += connz.NumConns
+		total += connz.Total
 	}
 	return total, nil
 }

@@ -38,9 +38,10 @@ const (
 
 // runLog writes the run's progress, each line stamped with the time since the start.
 type runLog struct {
-	mu sync.Mutex
-	w  io.Writer
-	t0 time.Time
+	mu   sync.Mutex
+	w    io.Writer
+	t0   time.Time
+	name string // the first word of every line; default "chaos"
 }
 
 func (l *runLog) since() time.Duration { return time.Since(l.t0) }
@@ -50,7 +51,11 @@ func (l *runLog) at(t time.Time) time.Duration { return t.Sub(l.t0) }
 func (l *runLog) printf(format string, args ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	fmt.Fprintf(l.w, "chaos %8.3fs %s\n", l.since().Seconds(), fmt.Sprintf(format, args...))
+	name := l.name
+	if name == "" {
+		name = "chaos"
+	}
+	fmt.Fprintf(l.w, "%s %8.3fs %s\n", name, l.since().Seconds(), fmt.Sprintf(format, args...))
 }
 
 // harness is one chaos run's world.
