@@ -51,7 +51,7 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// TestChaosShort is the chaos run of make test: 2,500 keys through two schedulers and four
+// TestChaosShort is the chaos run of make test: 3,000 keys through two schedulers and four
 // workers on Debian's NATS 2.9, under a fixed seed's schedule of faults that hits the workers,
 // the scheduler, NATS and MySQL; every count of the checker must be zero.
 func TestChaosShort(t *testing.T) {
@@ -60,8 +60,8 @@ func TestChaosShort(t *testing.T) {
 	defer cancel()
 	res, err := chaos.Run(ctx, chaos.Options{
 		Seed:     20261206,
-		Keys:     2500,
-		Duration: 50 * time.Second,
+		Keys:     3000,
+		Duration: 60 * time.Second,
 		Drain:    45 * time.Second,
 		NATS:     chaos.NATS29,
 		Faults: []string{

@@ -279,6 +279,15 @@ func (h *harness) faultWorker(ctx context.Context, rng *rand.Rand, kind string) 
 		}
 	}
 	w.markStopping()
+	if kind != FaultWorkerKill {
+		// A stopped worker must still exit cleanly: note it when it does not.
+		go func() {
+			<-w.done
+			if status := w.exitStatus(); status != "exit 0" {
+				h.note("%s (pid %d), stopped by %s, ended with %s at %.3fs; last log lines:\n%s", w.name, w.pid(), kind, status, h.log.since().Seconds(), indent(w.logTail(8)))
+			}
+		}()
+	}
 	switch kind {
 	case FaultWorkerKill:
 		w.signal(syscall.SIGKILL)
