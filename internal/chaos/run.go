@@ -123,6 +123,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 }
 
 func (h *harness) run(ctx context.Context) (*Result, error) {
+	// Whatever ends the run ends its goroutines too.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	o := h.opts
 	h.log.printf("seed %d: %d keys, %v of faults, %d workers (-j %d), %d schedulers, NATS %s%s, in %s",
 		o.Seed, o.Keys, o.Duration, o.Workers, o.Concurrency, o.Schedulers, o.NATS, map[bool]string{true: " cluster of 3", false: ""}[o.Cluster], h.dir)
@@ -176,11 +179,11 @@ func (h *harness) run(ctx context.Context) (*Result, error) {
 	superviseCtx, stopSupervising := context.WithCancel(ctx)
 	supervised := make(chan struct{})
 	go func() { defer close(supervised); h.supervise(superviseCtx) }()
-	stopPrograms := func() {
+	stopSupervisor := func() {
 		stopSupervising()
 		<-supervised
 	}
-	defer stopPrograms()
+	defer stopSupervisor()
 
 	// Keys arrive during the first part of the fault phase; faults hit the whole phase.
 	faultCtx, stopFaults := context.WithTimeout(ctx, o.Duration)
@@ -215,7 +218,7 @@ func (h *harness) run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read the final state: %w", err)
 	}
-	stopPrograms()
+	stopSupervisor()
 	h.stopPrograms()
 	h.waitHandlersGone()
 	h.watcher.close()
