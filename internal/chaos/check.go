@@ -67,6 +67,9 @@ type jobRow struct {
 	reserved, completed, leaseExpires, dispatched string
 	scheduled, host                               string
 	pid                                           int
+	// last is the latest time the row shows (reserved or completed), for finding the faults
+	// around what happened to it.
+	last time.Time
 }
 
 func (j jobRow) String() string {
@@ -136,6 +139,13 @@ func (h *harness) snapshot(ctx context.Context) (snapshot, error) {
 			if len(*t) > len(mysqlTime) {
 				*t = (*t)[:len(mysqlTime)] // microseconds to milliseconds
 			}
+		}
+		for _, t := range []string{j.reserved, j.completed} {
+			if at, err := time.ParseInLocation(mysqlTime, t, time.Local); err == nil && at.After(j.last) {
+				j.last = at
+			}
+		}
+		for _, t := range []*string{&j.reserved, &j.completed, &j.leaseExpires, &j.dispatched, &j.scheduled} {
 			*t = h.relative(*t)
 		}
 		s.jobs[k] = j
@@ -202,8 +212,12 @@ func (h *harness) check(snap snapshot) *Result {
 		if hasJob {
 			jobDesc = "job " + job.String()
 		}
+		ref := lastCallTime(byKey[key])
+		if job.last.After(ref) {
+			ref = job.last
+		}
 		res.Violations = append(res.Violations, fmt.Sprintf("%s: key %s is %s: %s; %s%s",
-			strings.Join(kinds, "+"), key, strings.Join(why, ", "), jobDesc, h.describeCalls(byKey[key]), h.faultsNear(lastCallTime(byKey[key]))))
+			strings.Join(kinds, "+"), key, strings.Join(why, ", "), jobDesc, h.describeCalls(byKey[key]), h.faultsNear(ref)))
 	}
 
 	keys := make([]string, 0, len(byKey))
@@ -231,11 +245,12 @@ func (h *harness) check(snap snapshot) *Result {
 	return res
 }
 
+// lastCallTime is the latest end (or last sign of life) of the calls.
 func lastCallTime(cs []*call) time.Time {
 	var t time.Time
 	for _, c := range cs {
-		if c.start.After(t) {
-			t = c.start
+		if u := c.until(); u.After(t) {
+			t = u
 		}
 	}
 	return t
