@@ -184,3 +184,44 @@ func TestCheck(t *testing.T) {
 		t.Errorf("summary %q", got)
 	}
 }
+
+func TestParseStat(t *testing.T) {
+	t.Parallel()
+	// The command name may hold spaces and parentheses; the fields follow the last ')'.
+	line := "4242 (a (weird) name) S 17 4242 4242 0 -1 4194560 99 0 0 0 1 2 0 0 20 0 1 0 123456 1000 50"
+	st, ok := parseStat(line)
+	if !ok || st.state != 'S' || st.ppid != 17 || st.pgrp != 4242 || st.startTime != 123456 {
+		t.Errorf("parseStat = %+v, %v", st, ok)
+	}
+	if _, ok := parseStat("garbage"); ok {
+		t.Error("parseStat accepted garbage")
+	}
+	self, ok := readStat(os.Getpid())
+	if !ok || self.ppid != os.Getppid() {
+		t.Errorf("readStat(self) = %+v, %v; want ppid %d", self, ok, os.Getppid())
+	}
+}
+
+func TestSoakGrowth(t *testing.T) {
+	t.Parallel()
+	samples := func(f func(i int) SoakSample) []SoakSample {
+		var s []SoakSample
+		for i := range 40 {
+			s = append(s, f(i))
+		}
+		return s
+	}
+	flat := samples(func(i int) SoakSample {
+		return SoakSample{WorkerRSS: []float64{30 << 20}, WorkerGoroutines: []float64{float64(20 + i%3)}, MySQLConns: 9, Lag: 100 * time.Millisecond}
+	})
+	if grew := growth(flat); len(grew) != 0 {
+		t.Errorf("flat series reported as growing: %v", grew)
+	}
+	leaking := samples(func(i int) SoakSample {
+		return SoakSample{WorkerRSS: []float64{30 << 20}, WorkerGoroutines: []float64{float64(20 + 10*i)}, Lag: time.Duration(i) * time.Second}
+	})
+	grew := growth(leaking)
+	if len(grew) != 2 || !strings.HasPrefix(grew[0], "worker goroutines") || !strings.HasPrefix(grew[1], "lag") {
+		t.Errorf("growth = %v, want worker goroutines and lag", grew)
+	}
+}
