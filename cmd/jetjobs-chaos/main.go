@@ -39,7 +39,8 @@ during the first 60% of the fault phase, and applies faults one after another fo
   (SIGKILL or SIGTERM), mysql-partition, mysql-latency, mysql-reset, mysql-refuse, nats-kill
   (kill -9, restart on the same store), nats-wipe (restart with an empty store),
   nats-node-down (cluster only), nats-delete-stream, nats-partition, nats-latency,
-  nats-reset, nats-refuse.
+  nats-reset, nats-refuse, net-partition (MySQL and NATS at once). Network faults cut off one
+  worker or all of them.
 
 Then it heals everything, waits up to --drain for every job to finish, stops the programs and
 checks the jobs table, the target table and the handler's call log. It prints every fault,

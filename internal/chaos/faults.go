@@ -33,6 +33,7 @@ const (
 	FaultNATSLatency     = "nats-latency"   // workers ↔ NATS slowed for a while
 	FaultNATSReset       = "nats-reset"     // every worker ↔ NATS connection reset
 	FaultNATSRefuse      = "nats-refuse"    // new worker ↔ NATS connections refused for a while
+	FaultNetPartition    = "net-partition"  // workers cut off from MySQL and NATS at once for a while
 )
 
 // Bounds of the random parts of faults.
@@ -53,7 +54,7 @@ func FaultKinds() []string {
 		FaultMySQLKillQuery, FaultMySQLKillConn, FaultMySQLRestart, FaultMySQLPartition,
 		FaultMySQLLatency, FaultMySQLReset, FaultMySQLRefuse,
 		FaultNATSKill, FaultNATSWipe, FaultNATSNodeDown, FaultNATSDelete, FaultNATSPartition,
-		FaultNATSLatency, FaultNATSReset, FaultNATSRefuse,
+		FaultNATSLatency, FaultNATSReset, FaultNATSRefuse, FaultNetPartition,
 	}
 }
 
@@ -188,6 +189,15 @@ func (h *harness) applyFault(ctx context.Context, rng *rand.Rand, kind string) (
 			return "", err
 		}
 		return "stream " + name, nil
+	case FaultNetPartition:
+		slots, scope := h.pickSlots(rng)
+		var proxies []*faultproxy.Proxy
+		for _, i := range slots {
+			proxies = append(proxies, h.links[i].mysql)
+			proxies = append(proxies, h.links[i].nats...)
+		}
+		detail, err := h.faultProxies(ctx, rng, "-partition", proxies, hold)
+		return scope + ": MySQL and NATS " + detail, err
 	case FaultNATSPartition, FaultNATSLatency, FaultNATSReset, FaultNATSRefuse:
 		slots, scope := h.pickSlots(rng)
 		var proxies []*faultproxy.Proxy
