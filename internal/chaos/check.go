@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -225,6 +226,7 @@ func (h *harness) check(snap snapshot) *Result {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
+	var gaps []rerun
 	for _, key := range keys {
 		cs := byKey[key]
 		slices.SortFunc(cs, func(a, b *call) int { return a.start.Compare(b.start) })
@@ -237,13 +239,37 @@ func (h *harness) check(snap snapshot) *Result {
 				}
 			}
 		}
+		for i := 1; i < len(cs); i++ {
+			gaps = append(gaps, rerun{key: key, prev: cs[i-1], next: cs[i]})
+		}
 		if len(overlaps) > 0 {
 			res.Double++
 			res.Violations = append(res.Violations, fmt.Sprintf("double: key %s ran twice at once: %s", key, strings.Join(overlaps, "; ")))
 		}
 	}
+	// How long keys waited to run again: not a violation, but the time a recovery takes.
+	slices.SortFunc(gaps, func(a, b rerun) int { return cmp.Compare(b.gap(), a.gap()) })
+	if len(gaps) > 0 {
+		var slowest []string
+		for _, g := range gaps[:min(len(gaps), slowestReruns)] {
+			slowest = append(slowest, fmt.Sprintf("key %s waited %v: %s then %s", g.key, g.gap().Round(time.Millisecond), h.describeCall(g.prev), h.describeCall(g.next)))
+		}
+		res.Notes = append(res.Notes, fmt.Sprintf("%d keys ran more than once; the longest waits between a call and the next:\n    %s",
+			len(gaps), strings.Join(slowest, "\n    ")))
+	}
 	return res
 }
+
+// slowestReruns is how many of the longest waits before a re-run the report lists.
+const slowestReruns = 5
+
+// rerun is a key's call followed by the next one.
+type rerun struct {
+	key        string
+	prev, next *call
+}
+
+func (r rerun) gap() time.Duration { return r.next.start.Sub(r.prev.until()) }
 
 // lastCallTime is the latest end (or last sign of life) of the calls.
 func lastCallTime(cs []*call) time.Time {
