@@ -2,7 +2,7 @@
 //
 // Sources, each overriding the one before: defaults, a JSON file (--config or JETJOBS_CONFIG),
 // environment variables (JETJOBS_MYSQL_DSN, JETJOBS_NATS_URL), then flags (--mysql, --nats).
-// Unknown keys and bad values are errors that name the key.
+// Unknown keys, keys given twice and bad values are errors that name the key.
 package config
 
 import (
@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"reflect"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/spf13/pflag"
 )
@@ -141,14 +143,21 @@ type Seconds time.Duration
 // Duration returns s as a time.Duration.
 func (s Seconds) Duration() time.Duration { return time.Duration(s) }
 
-// UnmarshalJSON reads a non-negative number of seconds.
+// maxSeconds is the longest Seconds: a time.Duration's range, in whole seconds.
+const maxSeconds = math.MaxInt64 / int64(time.Second)
+
+// UnmarshalJSON reads a non-negative number of seconds. Parse and Load name the key of a
+// value it refuses.
 func (s *Seconds) UnmarshalJSON(b []byte) error {
 	var f float64
 	if err := json.Unmarshal(b, &f); err != nil {
 		return fmt.Errorf("want a number of seconds, got %s", b)
 	}
-	if f < 0 || math.IsNaN(f) || f > math.MaxInt64/float64(time.Second) {
+	if f < 0 || math.IsNaN(f) {
 		return fmt.Errorf("want a non-negative number of seconds, got %s", b)
+	}
+	if f > float64(maxSeconds) {
+		return fmt.Errorf("want at most %d seconds, got %s", maxSeconds, b)
 	}
 	*s = Seconds(f * float64(time.Second))
 	return nil
@@ -194,6 +203,9 @@ func Parse(data []byte) (Config, error) {
 }
 
 func decodeInto(data []byte, cfg *Config) error {
+	if err := checkKeys(data, reflect.TypeOf(cfg).Elem(), ""); err != nil {
+		return err
+	}
 	// version_method may be JSON null, as DataJoint's None.
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -224,6 +236,114 @@ func describeJSONError(err error) string {
 	}
 	// Errors from Seconds.UnmarshalJSON and syntax errors.
 	return strings.TrimPrefix(msg, "json: ")
+}
+
+var secondsType = reflect.TypeFor[Seconds]()
+
+// checkKeys walks the JSON value data as encoding/json decodes it into a value of type t and
+// reports, naming the key's path (jobs.lease_duration, tables[1].key_source), what the decoder
+// would let pass or report without the key: a key given twice in one object (encoding/json
+// matches keys without regard to case and keeps the last), and a value Seconds refuses.
+// Anything else (syntax, unknown keys, types) is left to the decoder.
+func checkKeys(data []byte, t reflect.Type, path string) error {
+	switch {
+	case t == secondsType:
+		var s Seconds
+		if err := s.UnmarshalJSON(data); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrInvalid, path, err)
+		}
+	case t.Kind() == reflect.Struct:
+		return checkObject(data, t, path)
+	case t.Kind() == reflect.Slice:
+		dec := json.NewDecoder(bytes.NewReader(data))
+		if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
+			return nil
+		}
+		for i := 0; dec.More(); i++ {
+			var elem json.RawMessage
+			if err := dec.Decode(&elem); err != nil {
+				return nil
+			}
+			if err := checkKeys(elem, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkObject is checkKeys of a JSON object decoded into the struct type t.
+func checkObject(data []byte, t reflect.Type, path string) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil
+	}
+	given := map[int]string{} // field index → the key that set it
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		key, _ := tok.(string)
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return nil
+		}
+		i, name, ok := jsonField(t, key)
+		if !ok {
+			continue // an unknown key: the decoder names it
+		}
+		keyPath := name
+		if path != "" {
+			keyPath = path + "." + name
+		}
+		if first, twice := given[i]; twice {
+			if first == key {
+				return fmt.Errorf("%w: key %s is given twice: keep one (JSON would silently use the last)", ErrInvalid, keyPath)
+			}
+			return fmt.Errorf("%w: key %s is given twice, as %q and %q (keys match without regard to case): keep one", ErrInvalid, keyPath, first, key)
+		}
+		given[i] = key
+		if err := checkKeys(value, t.Field(i).Type, keyPath); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// jsonField finds the field of struct type t that encoding/json decodes key into: its index
+// and JSON name. Like encoding/json it prefers an exact match, then one without regard to case.
+func jsonField(t reflect.Type, key string) (index int, name string, ok bool) {
+	index = -1
+	for i := range t.NumField() {
+		f := t.Field(i)
+		n, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if n == "" {
+			n = f.Name
+		}
+		switch {
+		case !f.IsExported() || n == "-":
+		case n == key:
+			return i, n, true
+		case index < 0 && foldName(n) == foldName(key):
+			index, name = i, n
+		}
+	}
+	return index, name, index >= 0
+}
+
+// foldName maps s to one spelling of all the names encoding/json takes for it: every rune to
+// the smallest rune of its case-folding orbit ("K", "k" and the Kelvin sign all to "K").
+func foldName(s string) string {
+	return strings.Map(func(r rune) rune {
+		for {
+			next := unicode.SimpleFold(r)
+			if next <= r {
+				return next
+			}
+			r = next
+		}
+	}, s)
 }
 
 // Validate checks every value's range and the table names.

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -132,19 +134,143 @@ func TestLoadMissingFile(t *testing.T) {
 	}
 }
 
-// FuzzParse checks that no input panics and that every accepted configuration is valid.
+func TestParseSecondsErrorsNameTheKey(t *testing.T) {
+	cases := []struct{ name, json, key, problem string }{
+		{"a word", `{"jobs": {"lease_duration": "soon"}}`, "jobs.lease_duration", `want a number of seconds, got "soon"`},
+		{"a duration string", `{"jobs": {"refresh_interval": "60s"}}`, "jobs.refresh_interval", "number of seconds"},
+		{"negative", `{"jobs": {"stale_timeout": -1}}`, "jobs.stale_timeout", "non-negative"},
+		{"an array", `{"jobs": {"orphan_timeout": [1]}}`, "jobs.orphan_timeout", "number of seconds"},
+		{"an object", `{"jobs": {"retry_backoff": {"s": 1}}}`, "jobs.retry_backoff", "number of seconds"},
+		{"a boolean", `{"nats": {"ack_wait": true}}`, "nats.ack_wait", "number of seconds"},
+		{"too large", `{"nats": {"ack_wait": 1e300}}`, "nats.ack_wait", "at most"},
+		{"beyond float64", `{"nats": {"ack_wait": 1e400}}`, "nats.ack_wait", "number of seconds"},
+		{"keys in another case", `{"JOBS": {"Lease_Duration": "soon"}}`, "jobs.lease_duration", "number of seconds"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse([]byte(c.json))
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Parse(%s) = %v, want ErrInvalid", c.json, err)
+			}
+			if !strings.Contains(err.Error(), c.key+": ") || !strings.Contains(err.Error(), c.problem) {
+				t.Errorf("error %q should name the key %s and say %q", err, c.key, c.problem)
+			}
+		})
+	}
+}
+
+func TestParseRejectsDuplicateKeys(t *testing.T) {
+	cases := []struct{ name, json, key string }{
+		{"a section", `{"jobs": {"max_attempts": 3}, "jobs": {"max_attempts": 5}}`, "jobs"},
+		{"a key in a section", `{"jobs": {"max_attempts": 3, "max_attempts": 5}}`, "jobs.max_attempts"},
+		{"the same value twice", `{"jobs": {"keep_completed": true, "keep_completed": true}}`, "jobs.keep_completed"},
+		{"keys that differ in case", `{"mysql": {"dsn": "a@tcp(h:1)/", "DSN": "b@tcp(h:1)/"}}`, "mysql.dsn"},
+		{"keys that fold alike (Kelvin sign)", `{"jobs": {"keep_completed": true, "\u212aeep_completed": false}}`, "jobs.keep_completed"},
+		{"sections that differ in case", `{"nats": {"url": "nats://a:1"}, "NATS": {"replicas": 3}}`, "nats"},
+		{"a key of a table", `{"tables": [{"table": "a.b"}, {"table": "a.c", "key_source": "SELECT 1", "key_source": "SELECT 2"}]}`, "tables[1].key_source"},
+		{"a table's name", `{"tables": [{"table": "a.b", "table": "a.c"}]}`, "tables[0].table"},
+		{"a seconds key", `{"nats": {"ack_wait": 5, "ack_wait": 6}}`, "nats.ack_wait"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse([]byte(c.json))
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Parse(%s) = %v, want ErrInvalid", c.json, err)
+			}
+			if !strings.Contains(err.Error(), "key "+c.key+" ") || !strings.Contains(err.Error(), "twice") {
+				t.Errorf("error %q should name the key %s and say it is given twice", err, c.key)
+			}
+		})
+	}
+	t.Run("a file read by Load", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "jetjobs.json")
+		if err := os.WriteFile(path, []byte(`{"jobs": {"max_attempts": 3, "max_attempts": 5}}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+		f := AddFlags(fs)
+		if err := fs.Parse([]string{"--config", path}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := f.Load(func(string) string { return "" }, nil)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "jobs.max_attempts") || !strings.Contains(err.Error(), path) {
+			t.Errorf("Load: %v", err)
+		}
+	})
+}
+
+// duplicateKey returns the first key given twice in one object of the JSON document data, as
+// encoding/json matches keys (without regard to case), or "" when there is none or data is not
+// one JSON document. It is written apart from the package's own check, over every object.
+func duplicateKey(data []byte) string {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var walk func() (string, bool)
+	walk = func() (string, bool) {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		switch tok {
+		case json.Delim('{'):
+			var keys []string
+			for dec.More() {
+				k, err := dec.Token()
+				if err != nil {
+					return "", false
+				}
+				for _, seen := range keys {
+					if strings.EqualFold(seen, k.(string)) {
+						return k.(string), true
+					}
+				}
+				keys = append(keys, k.(string))
+				if dup, ok := walk(); dup != "" || !ok {
+					return dup, ok
+				}
+			}
+			_, err := dec.Token()
+			return "", err == nil
+		case json.Delim('['):
+			for dec.More() {
+				if dup, ok := walk(); dup != "" || !ok {
+					return dup, ok
+				}
+			}
+			_, err := dec.Token()
+			return "", err == nil
+		}
+		return "", true
+	}
+	dup, _ := walk()
+	return dup
+}
+
+// FuzzParse checks that no input panics, that every accepted configuration is valid and has
+// no key given twice, and that an error about a value names its key.
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`{"jobs": {"default_priority": 1, "stale_timeout": 1e3, "version_method": "git"}}`))
 	f.Add([]byte(`{"tables": [{"table": "a.b", "key_source": "SELECT 1"}]}`))
 	f.Add([]byte(`{"nats": {"ack_wait": 1e308}}`))
+	f.Add([]byte(`{"jobs": {"lease_duration": "soon"}}`))
+	f.Add([]byte(`{"jobs": {"max_attempts": 3, "max_attempts": 5}}`))
+	f.Add([]byte(`{"tables": [{"table": "a.b", "TABLE": "a.c"}]}`))
+	f.Add([]byte(`{"nats": {"ack_wait": -1, "Ack_Wait": 2}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse(data)
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("error without ErrInvalid: %v", err)
 			}
+			// A value's error names its key first ("jobs.lease_duration: want …", "key …"):
+			// "want …" straight after the sentinel is a value error that names no key.
+			if msg := err.Error(); strings.HasPrefix(msg, ErrInvalid.Error()+": want") {
+				t.Fatalf("error names no key: %v", err)
+			}
 			return
+		}
+		if dup := duplicateKey(data); dup != "" {
+			t.Fatalf("accepted a configuration that gives the key %q twice: %s", dup, data)
 		}
 		if err := cfg.Validate(); err != nil {
 			t.Fatalf("accepted an invalid configuration: %v", err)

@@ -55,7 +55,8 @@ type env struct {
 	dir     string
 	config  string
 	calls   string
-	extra   []string // environment added to every process
+	extra   []string       // environment added to every process
+	nats    map[string]any // overrides of the config's nats section
 }
 
 // handlerScript is the --exec handler: it logs each call's start and end (key, worker pid,
@@ -107,9 +108,13 @@ func (e *env) writeConfig(jobs map[string]any) {
 	for k, v := range jobs {
 		j[k] = v
 	}
+	n := map[string]any{"url": e.natsURL, "subject_prefix": e.prefix(), "ack_wait": 2}
+	for k, v := range e.nats {
+		n[k] = v
+	}
 	cfg := map[string]any{
 		"mysql":  map[string]any{"dsn": e.db.ServerDSN},
-		"nats":   map[string]any{"url": e.natsURL, "subject_prefix": e.prefix(), "ack_wait": 2},
+		"nats":   n,
 		"jobs":   j,
 		"tables": []map[string]any{{"table": e.db.Name + ".__analysis"}},
 	}

@@ -95,6 +95,8 @@ func isStringType(dataType string) bool {
 // again). An existing table whose primary key is not the target's key, or that lacks one of
 // DataJoint's columns, is an error: it is left as it is, for a person to look at.
 func (j *Jobs) Declare(ctx context.Context) error {
+	ctx, cancel := j.bounded(ctx)
+	defer cancel()
 	if _, err := j.db.ExecContext(ctx, j.createJobsTableSQL()); err != nil {
 		return fmt.Errorf("jobsdb: declare %s: %w", j.t.JobsFullName(), err)
 	}

@@ -49,6 +49,10 @@ var (
 	ErrNotFound = errors.New("job not found")
 	// ErrNoJobsTable: the jobs table does not exist yet (run refresh, or Declare).
 	ErrNoJobsTable = errors.New("jobs table does not exist")
+	// ErrAmbiguous: the connection to MySQL broke after a write was sent and it could not be
+	// read back: the write may or may not have taken effect. A reservation made that way is
+	// recovered when its lease expires; an outcome is recorded again with MaybeRecorded.
+	ErrAmbiguous = errors.New("outcome unknown: the connection to MySQL broke after the statement was sent")
 )
 
 // KeyError is the ErrBadKey of one table: which column is wrong and how. errors.Is(err,
@@ -75,10 +79,8 @@ func (t *Target) badKey(column, format string, args ...any) error {
 
 // MySQL error numbers jobsdb reacts to.
 const (
-	errDupFieldName    = 1060 // ALTER TABLE ADD of a column that exists (a racing Declare)
-	errNoSuchTable     = 1146
-	errLockWaitTimeout = 1205
-	errLockDeadlock    = 1213
+	errDupFieldName = 1060 // ALTER TABLE ADD of a column that exists (a racing Declare)
+	errNoSuchTable  = 1146
 )
 
 func mysqlErrorNumber(err error) uint16 {
@@ -89,19 +91,9 @@ func mysqlErrorNumber(err error) uint16 {
 	return 0
 }
 
-// isTransient reports a deadlock or lock wait timeout: the statement (or transaction) was
-// rolled back and may be run again.
-func isTransient(err error) bool {
-	var te *transientError
-	if errors.As(err, &te) {
-		return true
-	}
-	n := mysqlErrorNumber(err)
-	return n == errLockDeadlock || n == errLockWaitTimeout
-}
-
-// transientRetries is how many times a statement or transaction rolled back by a deadlock or
-// lock wait timeout is run again before the error is returned.
+// transientRetries is how many times a statement or transaction that failed transiently (a
+// deadlock, a lock wait timeout, an interrupted statement: see Classify) is run again at once
+// before the error is returned to the caller, whose own backoff takes over.
 const transientRetries = 5
 
 // retryTransient runs fn until it succeeds, fails with a non-transient error, or has been
@@ -110,7 +102,7 @@ func retryTransient(ctx context.Context, fn func() error) error {
 	backoff := 2 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		err := fn()
-		if err == nil || !isTransient(err) || attempt == transientRetries {
+		if err == nil || Classify(err) != FailureTransient || attempt == transientRetries {
 			return err
 		}
 		timer := time.NewTimer(backoff)
@@ -121,6 +113,44 @@ func retryTransient(ctx context.Context, fn func() error) error {
 		case <-timer.C:
 		}
 		backoff *= 2
+	}
+}
+
+// Pacing of retrySettling.
+const (
+	settleRetryInitial = 5 * time.Millisecond
+	settleRetryMax     = time.Second
+)
+
+// retrySettling runs fn until it succeeds, fails permanently, or ctx ends, backing off from
+// settleRetryInitial to settleRetryMax between attempts that failed transiently or
+// ambiguously (see Classify). It is for statements that are safe to run again and whose
+// outcome the caller must know, such as a reservation; *ambiguous is set when an attempt may
+// have taken effect. The error after ctx ended wraps ErrAmbiguous when one did.
+func retrySettling(ctx context.Context, ambiguous *bool, fn func() error) error {
+	wait := settleRetryInitial
+	for {
+		err := fn()
+		switch Classify(err) {
+		case FailureNone:
+			return nil
+		case FailureAmbiguous:
+			*ambiguous = true
+		case FailureTransient:
+		default:
+			return err
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			if *ambiguous {
+				return fmt.Errorf("%w: %w", ErrAmbiguous, err)
+			}
+			return err
+		case <-timer.C:
+		}
+		wait = min(2*wait, settleRetryMax)
 	}
 }
 

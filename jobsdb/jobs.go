@@ -1,6 +1,7 @@
 package jobsdb
 
 import (
+	"context"
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
@@ -18,6 +19,13 @@ const (
 	LeaseDurationDefault = 60 * time.Second
 	// PriorityDefault is DataJoint's jobs.default_priority.
 	PriorityDefault = 5
+	// StatementTimeoutDefault bounds each statement (each attempt of a transaction) but a
+	// refresh's: MySQL answers these in milliseconds, so a statement still running after this
+	// long is stuck behind a partition, a lock or a dead server, and is abandoned.
+	StatementTimeoutDefault = 30 * time.Second
+	// RefreshTimeoutDefault bounds each set-based statement of a refresh, which reads the
+	// whole key source (about 5 s per million keys on a small server).
+	RefreshTimeoutDefault = 10 * time.Minute
 )
 
 // maxKeysPerStatement bounds the keys one statement addresses; larger batches are split.
@@ -48,6 +56,11 @@ type Options struct {
 	// jobs.default_priority). The zero value means PriorityDefault: an ignored job is never
 	// run, so its priority is only shown.
 	DefaultPriority int
+	// StatementTimeout bounds every statement but a refresh's (and every attempt of a
+	// transaction), in addition to the caller's context. Default StatementTimeoutDefault.
+	StatementTimeout time.Duration
+	// RefreshTimeout bounds each statement of a refresh. Default RefreshTimeoutDefault.
+	RefreshTimeout time.Duration
 }
 
 // Jobs is the jobs table of one target. It is safe for concurrent use; every method is a
@@ -70,6 +83,12 @@ func New(db *sql.DB, t *Target, opts Options) *Jobs {
 	if opts.DefaultPriority == 0 {
 		opts.DefaultPriority = PriorityDefault
 	}
+	if opts.StatementTimeout <= 0 {
+		opts.StatementTimeout = StatementTimeoutDefault
+	}
+	if opts.RefreshTimeout <= 0 {
+		opts.RefreshTimeout = RefreshTimeoutDefault
+	}
 	if opts.Identity.Host == "" {
 		opts.Identity.Host, _ = os.Hostname()
 	}
@@ -86,6 +105,11 @@ func New(db *sql.DB, t *Target, opts Options) *Jobs {
 		table:  qualified(t.Schema, t.JobsName),
 		target: qualified(t.Schema, t.Name),
 	}
+}
+
+// bounded is ctx bounded by the statement timeout.
+func (j *Jobs) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, j.opts.StatementTimeout)
 }
 
 // Target returns the target the handle was made for.

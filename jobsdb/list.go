@@ -64,6 +64,8 @@ func (j *Jobs) queryJobs(ctx context.Context, q string, args []any, withStack bo
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := j.bounded(ctx)
+	defer cancel()
 	rows, err := j.db.QueryContext(ctx, q, args...)
 	if mysqlErrorNumber(err) == errUnknownColumn && strings.Contains(q, jobColumns) {
 		// A table DataJoint declared, without jetjobs' columns: read it as it is.

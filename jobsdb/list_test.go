@@ -99,11 +99,11 @@ func TestDispatch(t *testing.T) {
 		"UPDATE {jobs} SET `priority` = 0 WHERE `id` = 3")
 
 	t.Run("due jobs never published are due for dispatch, by priority", func(t *testing.T) {
-		jobs, err := f.jobs.DueForDispatch(f.ctx, 10, time.Hour)
+		jobs, err := f.jobs.DueForDispatch(f.ctx, DueFilter{Limit: 10, RedispatchAfter: time.Hour})
 		if err != nil || listedIDs(jobs) != "3,1,2" {
 			t.Fatalf("due %s, %v", listedIDs(jobs), err)
 		}
-		if jobs, _ = f.jobs.DueForDispatch(f.ctx, 1, time.Hour); listedIDs(jobs) != "3" {
+		if jobs, _ = f.jobs.DueForDispatch(f.ctx, DueFilter{Limit: 1, RedispatchAfter: time.Hour}); listedIDs(jobs) != "3" {
 			t.Fatalf("limited to %s", listedIDs(jobs))
 		}
 	})
@@ -115,19 +115,46 @@ func TestDispatch(t *testing.T) {
 		if f.count(t, "{jobs}", "`dispatched_time` IS NOT NULL") != 2 {
 			t.Fatal("a reserved job was marked dispatched")
 		}
-		if jobs, err := f.jobs.DueForDispatch(f.ctx, 0, time.Hour); err != nil || len(jobs) != 0 {
+		if jobs, err := f.jobs.DueForDispatch(f.ctx, DueFilter{RedispatchAfter: time.Hour}); err != nil || len(jobs) != 0 {
 			t.Fatalf("due %s, %v", listedIDs(jobs), err)
 		}
 		f.exec(t, "UPDATE {jobs} SET `dispatched_time` = NOW(3) - INTERVAL 2 HOUR WHERE `id` = 1")
-		if jobs, _ := f.jobs.DueForDispatch(f.ctx, 0, time.Hour); listedIDs(jobs) != "1" {
+		if jobs, _ := f.jobs.DueForDispatch(f.ctx, DueFilter{RedispatchAfter: time.Hour}); listedIDs(jobs) != "1" {
 			t.Fatalf("due %s, want 1 (its message may be lost)", listedIDs(jobs))
 		}
-		if jobs, _ := f.jobs.DueForDispatch(f.ctx, 0, 0); len(jobs) != 0 {
+		if jobs, _ := f.jobs.DueForDispatch(f.ctx, DueFilter{}); len(jobs) != 0 {
 			t.Fatalf("due %s with redispatch disabled", listedIDs(jobs))
 		}
 		f.record(t, Outcome{Lease: l[0], Kind: OutcomeRelease})
-		if jobs, _ := f.jobs.DueForDispatch(f.ctx, 0, time.Hour); listedIDs(jobs) != "1,2" {
+		if jobs, _ := f.jobs.DueForDispatch(f.ctx, DueFilter{RedispatchAfter: time.Hour}); listedIDs(jobs) != "1,2" {
 			t.Fatalf("due %s, want the released job again", listedIDs(jobs))
+		}
+	})
+	t.Run("published jobs of priorities with nothing in the stream are published again", func(t *testing.T) {
+		// Jobs 1 and 2 (priority 5) and 3 (priority 0) are published a minute ago.
+		if err := f.jobs.MarkDispatched(f.ctx, ids(1, 2, 3)); err != nil {
+			t.Fatal(err)
+		}
+		f.exec(t, "UPDATE {jobs} SET `dispatched_time` = NOW(3) - INTERVAL 1 MINUTE WHERE `id` IN (1, 2, 3)")
+		filter := DueFilter{RedispatchAfter: time.Hour, LostAfter: time.Second}
+		if jobs, _ := f.jobs.DueForDispatch(f.ctx, filter); len(jobs) != 0 {
+			t.Fatalf("due %s without knowing the stream", listedIDs(jobs))
+		}
+		filter.Busy = []int{0, 5}
+		if jobs, _ := f.jobs.DueForDispatch(f.ctx, filter); len(jobs) != 0 {
+			t.Fatalf("due %s while both priorities hold messages", listedIDs(jobs))
+		}
+		filter.Busy = []int{0}
+		if jobs, _ := f.jobs.DueForDispatch(f.ctx, filter); listedIDs(jobs) != "1,2" {
+			t.Fatalf("due %s, want the priority 5 jobs, whose messages are gone", listedIDs(jobs))
+		}
+		filter.Busy = []int{}
+		if jobs, _ := f.jobs.DueForDispatch(f.ctx, filter); listedIDs(jobs) != "3,1,2" {
+			t.Fatalf("due %s, want every published job of an empty stream", listedIDs(jobs))
+		}
+		filter.LostAfter = 2 * time.Minute
+		if jobs, _ := f.jobs.DueForDispatch(f.ctx, filter); len(jobs) != 0 {
+			t.Fatalf("due %s published within LostAfter", listedIDs(jobs))
 		}
 	})
 	t.Run("next due is the earliest future scheduled time", func(t *testing.T) {

@@ -31,6 +31,8 @@ func (j *Jobs) RecoverExpired(ctx context.Context, orphanTimeout time.Duration) 
 func (j *Jobs) exec(ctx context.Context, q string, args ...any) (int64, error) {
 	var n int64
 	err := retryTransient(ctx, func() error {
+		ctx, cancel := j.bounded(ctx)
+		defer cancel()
 		res, err := j.db.ExecContext(ctx, q, args...)
 		if err != nil {
 			return err
@@ -117,6 +119,8 @@ func (j *Jobs) RetryErrors(ctx context.Context, f Filter) (int64, error) {
 // Drop drops the jobs table. Dropping a table that does not exist is not an error.
 func (j *Jobs) Drop(ctx context.Context) error {
 	j.declared.Store(false)
+	ctx, cancel := j.bounded(ctx)
+	defer cancel()
 	if _, err := j.db.ExecContext(ctx, "DROP TABLE IF EXISTS "+j.table); err != nil {
 		return fmt.Errorf("jobsdb: drop %s: %w", j.t.JobsFullName(), err)
 	}
@@ -136,6 +140,8 @@ type Progress struct {
 // Progress counts jobs per status (all zero when the jobs table does not exist).
 func (j *Jobs) Progress(ctx context.Context) (Progress, error) {
 	var p Progress
+	ctx, cancel := j.bounded(ctx)
+	defer cancel()
 	rows, err := j.db.QueryContext(ctx, "SELECT `status`, COUNT(*) FROM "+j.table+" GROUP BY `status`")
 	if mysqlErrorNumber(err) == errNoSuchTable {
 		return p, nil

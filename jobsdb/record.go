@@ -50,6 +50,12 @@ type Outcome struct {
 	Stack      string        // OutcomeError: stored in DataJoint's blob encoding
 	RetryAfter time.Duration // OutcomeRetry
 	Rows       []Row         // OutcomeSuccess: target rows inserted in the same transaction
+	// MaybeRecorded says an earlier Record of this outcome failed with ErrAmbiguous: its
+	// commit may have landed. A job row that is then no longer reserved by this lease, and
+	// not reserved by another one either, is taken as recorded by that attempt (applied,
+	// nothing written again). The caller retries with it set right after the failure, while
+	// the lease is still valid, so that nobody else can have moved the job meanwhile.
+	MaybeRecorded bool
 }
 
 // DataJoint's error_message: at most 2047 characters, longer ones cut to end in "...truncated"
@@ -87,8 +93,11 @@ func (j *Jobs) Record(ctx context.Context, outcomes []Outcome) (applied []bool, 
 		// First optimistically, as if every lease were still held (the common case): the
 		// writes are guarded by the tokens anyway, and a changed-row count that falls short
 		// means some lease was lost. Then that transaction is rolled back and the batch is
-		// recorded again after locking the rows it still holds.
-		for _, optimistic := range []bool{true, false} {
+		// recorded again after locking the rows it still holds. A batch that may have been
+		// recorded already is never written optimistically.
+		for _, optimistic := range []bool{!plan.maybeRecorded, false} {
+			ctx, cancel := j.bounded(ctx)
+			defer cancel()
 			tx, err := j.db.BeginTx(ctx, nil)
 			if err != nil {
 				return err
@@ -101,7 +110,13 @@ func (j *Jobs) Record(ctx context.Context, outcomes []Outcome) (applied []bool, 
 				}
 				return err
 			}
-			return tx.Commit()
+			if err := tx.Commit(); err != nil {
+				if IsAmbiguous(err) {
+					return fmt.Errorf("%w: commit: %w", ErrAmbiguous, err)
+				}
+				return err
+			}
+			return nil
 		}
 		return nil
 	})
@@ -166,6 +181,8 @@ type recordPlan struct {
 	keys     []Key    // canonical lease keys
 	tokens   []string // lease tokens
 	rows     [][]Row  // per outcome: target rows with key columns filled and checked
+	// maybeRecorded is set when some outcome has MaybeRecorded.
+	maybeRecorded bool
 }
 
 func (j *Jobs) planRecord(outcomes []Outcome) (*recordPlan, error) {
@@ -185,13 +202,21 @@ func (j *Jobs) planRecord(outcomes []Outcome) (*recordPlan, error) {
 			return nil, fmt.Errorf("two outcomes for %s in one batch", j.t.KeyString(keys[i]))
 		}
 		seen[id] = true
+		p.maybeRecorded = p.maybeRecorded || o.MaybeRecorded
 		switch o.Kind {
 		case OutcomeSuccess:
+			primaryKeys := make(map[string]bool, len(o.Rows))
 			for _, r := range o.Rows {
 				row, err := j.t.targetRow(keys[i], r)
 				if err != nil {
 					return nil, err
 				}
+				pk := j.t.rowPrimaryKey(row)
+				if primaryKeys[pk] {
+					return nil, j.t.badKey("", "two target rows for %s have the same primary key (%s): each row must be a row of its own",
+						j.t.KeyString(keys[i]), pk)
+				}
+				primaryKeys[pk] = true
 				p.rows[i] = append(p.rows[i], row)
 			}
 		case OutcomeError, OutcomeRetry, OutcomeRelease:
@@ -262,6 +287,15 @@ func (t *Target) targetRow(key Key, r Row) (Row, error) {
 	return out, nil
 }
 
+// rowPrimaryKey describes a checked target row's primary key values, for finding duplicates.
+func (t *Target) rowPrimaryKey(row Row) string {
+	parts := make([]string, len(t.PrimaryKey))
+	for i, c := range t.PrimaryKey {
+		parts[i] = fmt.Sprintf("%s=%v", c, row[c])
+	}
+	return strings.Join(parts, ", ")
+}
+
 // record runs a checked batch in tx: it locks the rows still held, inserts the target rows
 // of the held successes, then moves each kind's held rows in one statement per 1,000 keys
 // (errors: one per row, their messages differ).
@@ -270,25 +304,31 @@ func (t *Target) targetRow(key Key, r Row) (Row, error) {
 // changes fewer rows than expected fails with errRecordChanged.
 func (j *Jobs) record(ctx context.Context, tx *sql.Tx, p *recordPlan, optimistic bool) ([]bool, error) {
 	applied := make([]bool, len(p.outcomes))
+	// done marks outcomes an earlier, ambiguous attempt recorded: applied, not written again.
+	done := make([]bool, len(p.outcomes))
 	if optimistic {
 		for i := range applied {
 			applied[i] = true
 		}
 	} else {
 		for _, c := range chunks(len(p.keys), maxKeysPerStatement) {
-			held, err := j.held(ctx, tx, p.keys[c[0]:c[1]], p.tokens[c[0]:c[1]], true)
+			holders, err := j.holders(ctx, tx, p.keys[c[0]:c[1]])
 			if err != nil {
 				return nil, err
 			}
 			for i := c[0]; i < c[1]; i++ {
-				applied[i] = held[keyID(p.keys[i])+p.tokens[i]]
+				holder, reserved := holders[keyID(p.keys[i])]
+				applied[i] = reserved && holder == p.tokens[i]
+				if !reserved && p.outcomes[i].MaybeRecorded {
+					applied[i], done[i] = true, true
+				}
 			}
 		}
 	}
 	byKind := map[OutcomeKind][]int{}
 	var rows []Row
 	for i, o := range p.outcomes {
-		if !applied[i] {
+		if !applied[i] || done[i] {
 			continue
 		}
 		byKind[o.Kind] = append(byKind[o.Kind], i)

@@ -48,6 +48,10 @@ func (j *Jobs) Refresh(ctx context.Context, opts RefreshOptions) (RefreshResult,
 	if opts.Priority < -128 || opts.Priority > 127 {
 		return RefreshResult{}, fmt.Errorf("jobsdb: refresh %s: priority %d is out of range -128..127", j.t.FullName(), opts.Priority)
 	}
+	// Check the restrictions before anything is declared or written.
+	if err := j.t.addRestrictions(&conds{}, "", opts.Restrictions); err != nil {
+		return RefreshResult{}, fmt.Errorf("jobsdb: refresh %s: %w", j.t.FullName(), err)
+	}
 	res, err := j.refresh(ctx, opts)
 	if errors.Is(err, ErrNoJobsTable) {
 		// Dropped by someone else since this handle declared it: declare again, once.
@@ -103,6 +107,8 @@ func (j *Jobs) execReadCommitted(ctx context.Context, q string, args []any) (int
 	var n int64
 	isolation := sql.LevelReadCommitted
 	err := retryTransient(ctx, func() error {
+		ctx, cancel := context.WithTimeout(ctx, j.opts.RefreshTimeout)
+		defer cancel()
 		tx, err := j.db.BeginTx(ctx, &sql.TxOptions{Isolation: isolation})
 		if err != nil {
 			return err

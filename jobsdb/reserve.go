@@ -75,8 +75,15 @@ func (j *Jobs) reserveChunk(ctx context.Context, keys []Key) ([]Lease, error) {
 	in, args := j.inKeys("", keys, args)
 	q := "UPDATE " + j.table + " SET " + reserveSet + " WHERE " + in +
 		" AND `status` = 'pending' AND `scheduled_time` <= NOW(3)"
+	// Run again with the same token, the statement is idempotent: rows it reserved before
+	// are no longer pending, and the read-back finds them by the token. So an ambiguous
+	// failure (the connection broke after the statement was sent) is settled by running it
+	// again and reading back, never by guessing.
 	var won int64
-	err := retryTransient(ctx, func() error {
+	ambiguous := false
+	err := retrySettling(ctx, &ambiguous, func() error {
+		ctx, cancel := j.bounded(ctx)
+		defer cancel()
 		res, err := j.db.ExecContext(ctx, q, args...)
 		if err != nil {
 			return err
@@ -84,10 +91,21 @@ func (j *Jobs) reserveChunk(ctx context.Context, keys []Key) ([]Lease, error) {
 		won, err = res.RowsAffected()
 		return err
 	})
-	if err != nil || won == 0 {
+	if err != nil {
 		return nil, err
 	}
-	return j.readLeases(ctx, keys, token)
+	if won == 0 && !ambiguous {
+		return nil, nil
+	}
+	var leases []Lease
+	err = retrySettling(ctx, &ambiguous, func() error {
+		ctx, cancel := j.bounded(ctx)
+		defer cancel()
+		var err error
+		leases, err = j.readLeases(ctx, keys, token)
+		return err
+	})
+	return leases, err
 }
 
 // readLeases reads back the rows of keys reserved with token, in the order of keys.
@@ -159,6 +177,8 @@ func (j *Jobs) heartbeatChunk(ctx context.Context, leases []Lease) ([]Lease, err
 	q := "UPDATE " + j.table + " SET `lease_expires` = NOW(3) + INTERVAL ? MICROSECOND WHERE " + in + " AND `status` = 'reserved'"
 	var renewed int64
 	err = retryTransient(ctx, func() error {
+		ctx, cancel := j.bounded(ctx)
+		defer cancel()
 		res, err := j.db.ExecContext(ctx, q, args...)
 		if err != nil {
 			return err
@@ -174,7 +194,9 @@ func (j *Jobs) heartbeatChunk(ctx context.Context, leases []Lease) ([]Lease, err
 	}
 	// Fewer rows changed: some leases are lost, or were renewed twice within a millisecond
 	// (no change). Ask which are still held.
-	held, err := j.held(ctx, j.db, keys, tokens, false)
+	hctx, cancel := j.bounded(ctx)
+	defer cancel()
+	held, err := j.held(hctx, j.db, keys, tokens, false)
 	if err != nil {
 		return nil, err
 	}
@@ -208,6 +230,29 @@ func (j *Jobs) leaseKeys(leases []Lease) ([]Key, []string, error) {
 type queryer interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// holders locks, in tx, the rows of keys that are reserved and returns their lease tokens by
+// keyID; a key whose row is not reserved (or gone) is absent.
+func (j *Jobs) holders(ctx context.Context, tx *sql.Tx, keys []Key) (map[string]string, error) {
+	codecs, _ := j.t.keyCodecs()
+	in, args := j.inKeys("", keys, nil)
+	stmt := "SELECT " + j.t.keyList("") + ", `lease_token` FROM " + j.table + " WHERE " + in + " AND `status` = 'reserved' FOR UPDATE"
+	rows, err := tx.QueryContext(ctx, stmt, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	holders := make(map[string]string, len(keys))
+	for rows.Next() {
+		k := make(Key, len(codecs))
+		var token string
+		if err := rows.Scan(append(keyScanners(codecs, k), &token)...); err != nil {
+			return nil, err
+		}
+		holders[keyID(k)] = token
+	}
+	return holders, rows.Err()
 }
 
 // held returns the set (keyID+token) of the given leases still reserved with their token,

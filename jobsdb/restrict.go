@@ -10,10 +10,12 @@ import (
 // DataJoint's string restrictions) and/or column=value pairs (parameterized, columns checked).
 //
 // SQL is configuration, not user input: it is placed in the statement as written, in
-// parentheses, where the key columns are the only unqualified names meant to be used. Equal
-// names key columns only (anything else is ErrBadKey) and its values are typed by the column
-// and sent as placeholders. The restrictions of a list are ANDed; a zero Restriction keeps
-// everything.
+// parentheses, where the key columns are the only unqualified names meant to be used. It is
+// checked first (CheckRestriction): SQL that could reach past its parentheses (an unbalanced
+// parenthesis, an unclosed quote, a ';', a comment) is ErrBadRestriction, and no job is read
+// or changed. Equal names key columns only (anything else is ErrBadKey) and its values are
+// typed by the column and sent as placeholders. The restrictions of a list are ANDed; a zero
+// Restriction keeps everything.
 type Restriction struct {
 	SQL   string
 	Equal map[string]any
@@ -47,6 +49,9 @@ func (t *Target) addRestrictions(c *conds, alias string, rs []Restriction) error
 	}
 	for _, r := range rs {
 		if strings.TrimSpace(r.SQL) != "" {
+			if err := CheckRestriction(r.SQL); err != nil {
+				return err
+			}
 			c.add("(" + r.SQL + ")")
 		}
 		cols, vals, err := t.equalMap(r.Equal)

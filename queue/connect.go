@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"time"
@@ -30,6 +31,9 @@ type ConnectOptions struct {
 	TLSCert     string // PEM client certificate, optional (with TLSKey)
 	TLSKey      string // PEM key of TLSCert
 	Name        string // connection name shown by the server, e.g. "jetjobs-worker"
+	// Logger receives a line for each failed first-connection attempt, each disconnect and
+	// each reconnect. Nil: nothing is logged.
+	Logger *slog.Logger
 }
 
 // Connect connects to NATS. The first connection is retried with exponential backoff until it
@@ -54,13 +58,17 @@ func Connect(ctx context.Context, opts ConnectOptions) (*nats.Conn, error) {
 		if err == nil {
 			return nc, nil
 		}
+		wait := bo.NextBackOff()
 		if ctx.Err() == nil {
 			if !retryableConnectError(err) {
 				return nil, fmt.Errorf("queue: connect to NATS at %s: %w", url, err)
 			}
 			lastErr = err
+			if opts.Logger != nil {
+				opts.Logger.Warn("cannot reach NATS; retrying", "url", url, "err", err, "retry_in", wait.Round(time.Millisecond))
+			}
 		}
-		timer := time.NewTimer(bo.NextBackOff())
+		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			timer.Stop()
@@ -83,6 +91,16 @@ func (o ConnectOptions) natsOptions() ([]nats.Option, error) {
 	}
 	if o.Name != "" {
 		natsOpts = append(natsOpts, nats.Name(o.Name))
+	}
+	if log := o.Logger; log != nil {
+		natsOpts = append(natsOpts,
+			nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+				log.Warn("disconnected from NATS; reconnecting", "url", nc.ConnectedUrlRedacted(), "err", err)
+			}),
+			nats.ReconnectHandler(func(nc *nats.Conn) {
+				log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
+			}),
+		)
 	}
 	for _, f := range []struct{ what, path string }{
 		{"credentials file", o.Credentials},

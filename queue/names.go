@@ -116,7 +116,23 @@ func validPriority(p int) bool { return p >= PriorityMin && p <= PriorityMax }
 // key's canonical JSON.
 func KeyHash(key []byte) string {
 	sum := sha256.Sum256(key)
-	return hex.EncodeToString(sum[:16])
+	return hex.EncodeToString(sum[:keyHashBytes])
+}
+
+// keyHashBytes is how much of the SHA-256 a subject carries.
+const keyHashBytes = 16
+
+// isKeyHash reports whether tok has the form of a KeyHash: 32 lowercase hex digits.
+func isKeyHash(tok string) bool {
+	if len(tok) != 2*keyHashBytes {
+		return false
+	}
+	for _, c := range tok {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // priorityFromSubject reads the priority token of a message subject

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetjobs/jetjobs/internal/buildtest"
 	"github.com/jetjobs/jetjobs/internal/natstest"
 	"github.com/jetjobs/jetjobs/queue"
 )
@@ -740,10 +742,18 @@ func TestConnect(t *testing.T) {
 			err error
 		}
 		done := make(chan result, 1)
+		logs := &buildtest.Output{}
 		go func() {
-			nc, err := queue.Connect(ctx, queue.ConnectOptions{URL: "nats://" + addr})
+			nc, err := queue.Connect(ctx, queue.ConnectOptions{URL: "nats://" + addr, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 			done <- result{nc, err}
 		}()
+		// Nothing listens yet: the attempts are logged, so an operator sees what it waits for.
+		eventually(t, func() error {
+			if !strings.Contains(logs.String(), "cannot reach NATS; retrying") {
+				return fmt.Errorf("logs: %q", logs.String())
+			}
+			return nil
+		})
 		e, err := queue.StartEmbedded(queue.EmbeddedOptions{Listen: addr, StoreDir: t.TempDir()})
 		if err != nil {
 			t.Fatal(err)
@@ -762,7 +772,8 @@ func TestConnect(t *testing.T) {
 			t.Fatal(err)
 		}
 		addr := strings.TrimPrefix(e.ClientURL(), "nats://")
-		nc, err := queue.Connect(testContext(t), queue.ConnectOptions{URL: e.ClientURL()})
+		logs := &buildtest.Output{}
+		nc, err := queue.Connect(testContext(t), queue.ConnectOptions{URL: e.ClientURL(), Logger: slog.New(slog.NewTextHandler(logs, nil))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -776,6 +787,9 @@ func TestConnect(t *testing.T) {
 		eventually(t, func() error {
 			if !nc.IsConnected() {
 				return fmt.Errorf("connection status %v", nc.Status())
+			}
+			if !strings.Contains(logs.String(), "disconnected from NATS") || !strings.Contains(logs.String(), "reconnected to NATS") {
+				return fmt.Errorf("the disconnect and the reconnect are not both logged: %q", logs.String())
 			}
 			return nil
 		})

@@ -3,14 +3,12 @@ package worker
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
-	"github.com/go-sql-driver/mysql"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetjobs/jetjobs/jobsdb"
@@ -26,9 +24,6 @@ const (
 	completerBuffer = 4 * completerBatch
 	ackTimeout      = 5 * time.Second
 	acksInFlight    = 16
-
-	mysqlDeadlock        = 1213
-	mysqlLockWaitTimeout = 1205
 )
 
 // finished is one job's outcome on its way to MySQL, with the message to ack once it is
@@ -132,7 +127,7 @@ func (c *completer) settle(group []*finished, record func(ctx context.Context, g
 	spans := c.startSpans(group)
 	applied, err := c.retry(group, record)
 	defer endSpans(spans, err)
-	if err != nil && !isRetryableSQL(err) && c.giveUp.Err() == nil {
+	if err != nil && !jobsdb.IsTransient(err) && c.giveUp.Err() == nil {
 		if len(group) > 1 {
 			for _, f := range group {
 				c.settle([]*finished{f}, record)
@@ -155,7 +150,7 @@ func (c *completer) settle(group []*finished, record func(ctx context.Context, g
 		}
 		return
 	}
-	c.ack(group)
+	c.settleMessages(group, applied)
 	for i, f := range group {
 		f.done(f, applied[i], nil)
 	}
@@ -189,10 +184,18 @@ func endSpans(spans []trace.Span, err error) {
 	}
 }
 
+// retry records the group until it is recorded, fails permanently, or the worker gives up
+// (giveUp). Transient and ambiguous failures are retried with exponential backoff; after an
+// ambiguous one (the commit may have landed) the outcomes are recorded with MaybeRecorded.
 func (c *completer) retry(group []*finished, record func(ctx context.Context, group []*finished) ([]bool, error)) ([]bool, error) {
 	return backoff.Retry(c.giveUp, func() ([]bool, error) {
 		applied, err := record(c.giveUp, group)
-		if err != nil && !isRetryableSQL(err) {
+		if errors.Is(err, jobsdb.ErrAmbiguous) || jobsdb.IsAmbiguous(err) {
+			for _, f := range group {
+				f.outcome.MaybeRecorded = true
+			}
+		}
+		if err != nil && !jobsdb.IsTransient(err) && !errors.Is(err, jobsdb.ErrAmbiguous) {
 			return nil, backoff.Permanent(err)
 		}
 		return applied, err
@@ -208,14 +211,28 @@ func (c *completer) recordBatch(ctx context.Context, group []*finished) ([]bool,
 }
 
 // recordOwnTx records one outcome whose handler writes inside the completion transaction:
-// the lease is checked first, then the handler's writes, then the commit of both.
+// the lease is checked first, then the handler's writes, then the commit of both. After an
+// ambiguous commit the lease is checked before anything runs again: a lease no longer held
+// means that commit landed (or the job was taken over), and the handler's writes must not be
+// made twice.
 func (c *completer) recordOwnTx(ctx context.Context, group []*finished) ([]bool, error) {
 	f := group[0]
+	ctx, cancel := context.WithTimeout(ctx, c.jobs.Options().StatementTimeout)
+	defer cancel()
 	tx, err := c.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Rollback()
+	if f.outcome.MaybeRecorded {
+		held, err := c.jobs.LockLeases(ctx, tx, []jobsdb.Lease{f.outcome.Lease})
+		if err != nil {
+			return nil, err
+		}
+		if !held[0] {
+			return c.jobs.RecordTx(ctx, tx, []jobsdb.Outcome{f.outcome})
+		}
+	}
 	applied, err := c.jobs.RecordTx(ctx, tx, []jobsdb.Outcome{f.outcome})
 	if err != nil {
 		return nil, err
@@ -226,22 +243,39 @@ func (c *completer) recordOwnTx(ctx context.Context, group []*finished) ([]bool,
 	if err := f.write(ctx, tx); err != nil {
 		return nil, fmt.Errorf("the handler's Write callback: %w", err)
 	}
-	return applied, tx.Commit()
+	if err := tx.Commit(); err != nil {
+		if jobsdb.IsAmbiguous(err) {
+			return nil, fmt.Errorf("%w: commit: %w", jobsdb.ErrAmbiguous, err)
+		}
+		return nil, err
+	}
+	return applied, nil
 }
 
-// ack acks the group's messages once their outcomes committed, in the background so that a
-// slow or unreachable NATS server never holds up recording. A lost ack is harmless: the
-// message comes back, its reservation fails because MySQL already recorded the outcome, and
-// it is then acked and dropped. So when acks pile up (NATS down), new ones are dropped
-// rather than queued without bound.
-func (c *completer) ack(group []*finished) {
-	msgs := make([]queue.Msg, 0, len(group))
-	for _, f := range group {
-		if f.msg != nil {
-			msgs = append(msgs, f.msg)
+// settleMessages settles the group's messages once their outcomes committed, in the
+// background so that a slow or unreachable NATS server never holds up recording.
+//
+// A job that is done (success, error) or waits for a retry has its message acked. A job that
+// went back to pending at once (released) or whose lease was lost has it redelivered after
+// queue.MinNakDelay instead: acking it would race with the scheduler, which may publish the
+// job again before the ack lands, be refused because this message is still there, and then
+// see it vanish.
+//
+// A lost ack is harmless: the message comes back, its reservation fails because MySQL already
+// recorded the outcome, and it is then acked and dropped. So when acks pile up (NATS down),
+// new ones are dropped rather than queued without bound.
+func (c *completer) settleMessages(group []*finished, applied []bool) {
+	var ack, redeliver []queue.Msg
+	for i, f := range group {
+		switch {
+		case f.msg == nil:
+		case applied[i] && f.outcome.Kind != jobsdb.OutcomeRelease:
+			ack = append(ack, f.msg)
+		default:
+			redeliver = append(redeliver, f.msg)
 		}
 	}
-	if len(msgs) == 0 {
+	if len(ack)+len(redeliver) == 0 {
 		return
 	}
 	select {
@@ -252,18 +286,11 @@ func (c *completer) ack(group []*finished) {
 	c.acks.Add(1)
 	go func() {
 		defer func() { <-c.acking; c.acks.Done() }()
+		for _, m := range redeliver {
+			m.NakWithDelay(queue.MinNakDelay)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
 		defer cancel()
-		queue.AckAll(ctx, msgs)
+		queue.AckAll(ctx, ack)
 	}()
-}
-
-// isRetryableSQL tells transient database errors (lost connection, deadlock, lock wait)
-// from permanent ones such as a duplicate key or a bad column.
-func isRetryableSQL(err error) bool {
-	var myErr *mysql.MySQLError
-	if errors.As(err, &myErr) {
-		return myErr.Number == mysqlDeadlock || myErr.Number == mysqlLockWaitTimeout
-	}
-	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, mysql.ErrInvalidConn) || errors.Is(err, context.DeadlineExceeded)
 }

@@ -21,16 +21,23 @@ import (
 const (
 	// ExitRetryable (EX_TEMPFAIL) asks for a retry with backoff.
 	ExitRetryable = 75
-	// EnvTable, EnvAttempt and EnvKeyPrefix name the variables an exec handler receives:
-	// JETJOBS_TABLE=schema.table, JETJOBS_ATTEMPT=n, JETJOBS_KEY_<COLUMN>=value.
-	EnvTable     = "JETJOBS_TABLE"
-	EnvAttempt   = "JETJOBS_ATTEMPT"
-	EnvKeyPrefix = "JETJOBS_KEY_"
+	// EnvTable, EnvAttempt, EnvKeyPrefix and EnvLeaseToken name the variables an exec handler
+	// receives: JETJOBS_TABLE=schema.table, JETJOBS_ATTEMPT=n, JETJOBS_KEY_<COLUMN>=value, and
+	// JETJOBS_LEASE_TOKEN, the job's lease token (for logs; the worker does the fenced writes).
+	EnvTable      = "JETJOBS_TABLE"
+	EnvAttempt    = "JETJOBS_ATTEMPT"
+	EnvKeyPrefix  = "JETJOBS_KEY_"
+	EnvLeaseToken = "JETJOBS_LEASE_TOKEN"
 
 	// maxCaptured bounds what is kept of a handler's stdout and stderr.
 	maxCaptured = 4 << 20
 	// stderrTailChars is how much of the end of stderr becomes the error message.
 	stderrTailChars = 1000
+	// outputWaitDelay is how long the worker waits, after a handler exited, for its stdout and
+	// stderr to close: a background process it started may hold them open. Then they are
+	// closed, the handler's process group is killed, and its job is recorded with the output
+	// read so far.
+	outputWaitDelay = time.Second
 )
 
 // ExecOptions configure an external command handler.
@@ -64,6 +71,7 @@ func Exec(opts ExecOptions) Handler {
 		stdout := &tailBuffer{limit: maxCaptured}
 		stderr := &tailBuffer{limit: maxCaptured}
 		cmd.Stdout, cmd.Stderr = stdout, stderr
+		cmd.WaitDelay = outputWaitDelay
 		// TRACEPARENT (and TRACESTATE, BAGGAGE) carry the job's trace context.
 		cmd.Env = tracing.AppendEnv(ctx, append(os.Environ(), jobEnv(job)...))
 		if err := cmd.Start(); err != nil {
@@ -85,6 +93,10 @@ func Exec(opts ExecOptions) Handler {
 		}
 		// A handler that exited may have left children holding the group: end them too.
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		if errors.Is(err, exec.ErrWaitDelay) {
+			// It exited with status 0, but something it started kept its output open.
+			err = nil
+		}
 		if err == nil {
 			if stdout.dropped {
 				return Result{}, &ExecError{Message: fmt.Sprintf("handler stdout exceeds %d bytes; write large results to the database from the handler instead", maxCaptured), Stderr: stderr.String()}
@@ -100,11 +112,14 @@ func Exec(opts ExecOptions) Handler {
 			return Result{}, fmt.Errorf("run handler %q: %w", opts.Command, err)
 		}
 		failure := &ExecError{Code: exitErr.ExitCode(), Stderr: stderr.String()}
+		if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			failure.Signal = ws.Signal()
+		}
 		failure.Message = stderrTail(failure.Stderr)
 		if failure.Message == "" {
 			failure.Message = fmt.Sprintf("handler exited with status %d", failure.Code)
-			if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-				failure.Message = fmt.Sprintf("handler killed by signal %v", ws.Signal())
+			if failure.Signal != 0 {
+				failure.Message = fmt.Sprintf("handler killed by signal %v", failure.Signal)
 			}
 		}
 		if failure.Code == ExitRetryable {
@@ -118,6 +133,7 @@ func Exec(opts ExecOptions) Handler {
 // and all of stderr, which becomes the job's error_stack.
 type ExecError struct {
 	Code    int
+	Signal  syscall.Signal // the signal that killed the handler, 0 when it exited
 	Message string
 	Stderr  string
 }
@@ -139,7 +155,7 @@ func command(line string) *exec.Cmd {
 }
 
 func jobEnv(job *Job) []string {
-	env := []string{EnvTable + "=" + job.Table, EnvAttempt + "=" + strconv.Itoa(job.Attempt)}
+	env := []string{EnvTable + "=" + job.Table, EnvAttempt + "=" + strconv.Itoa(job.Attempt), EnvLeaseToken + "=" + job.leaseToken}
 	for col, v := range job.Key {
 		env = append(env, EnvKeyPrefix+envName(col)+"="+fmt.Sprint(v))
 	}

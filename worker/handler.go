@@ -20,6 +20,8 @@ type Job struct {
 	Attempt int
 	// Priority of the job; lower is more urgent.
 	Priority int
+
+	leaseToken string // for the exec handler's environment
 }
 
 // Result is what a successful handler hands back for the completion.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -36,8 +37,14 @@ const (
 	// shutdownRecordTimeout bounds how long outcomes are retried against an unreachable MySQL
 	// once the worker stops; unrecorded jobs are then left to lease expiry.
 	shutdownRecordTimeout = 30 * time.Second
-	// reserveTimeout bounds one reservation statement.
-	reserveTimeout = 30 * time.Second
+	// idleCheckTimeout bounds the statement that tells an idle worker with Once whether due
+	// jobs are left.
+	idleCheckTimeout = 10 * time.Second
+	// stopSignalWait is how long a job whose handler was killed by SIGTERM, SIGINT, SIGHUP or
+	// SIGQUIT waits for the worker's own stop before the death counts as the job's failure: a
+	// supervisor (systemd, Kubernetes, kill -TERM -PGID) signals every process at once, and
+	// the handler may die before the worker has seen its signal. Such a job is released.
+	stopSignalWait = 2 * time.Second
 )
 
 // Options configure a worker.
@@ -188,8 +195,11 @@ func (w *Worker) Run(ctx context.Context) (Summary, error) {
 	id := cli.Identity(w.opts.Config)
 	var tables []*table
 	for _, name := range w.opts.Tables {
-		t, err := w.openTable(ctx, name, id, giveUp)
+		t, err := w.openTableRetrying(ctx, name, id, giveUp)
 		if err != nil {
+			if ctx.Err() != nil {
+				return w.summary, nil // told to stop while starting
+			}
 			return w.summary, err
 		}
 		tables = append(tables, t)
@@ -241,6 +251,32 @@ func (w *Worker) Run(ctx context.Context) (Summary, error) {
 		return w.summary, ErrJobFailed
 	}
 	return w.summary, nil
+}
+
+// Pacing of the attempts to open a table at start.
+const (
+	openRetryInitial = 100 * time.Millisecond
+	openRetryMax     = 5 * time.Second
+)
+
+// openTableRetrying opens a table, retrying with backoff while MySQL or NATS fail (unreachable,
+// restarting, a stream being created by another process at the same time), until ctx ends. A
+// table that cannot be served as configured (unknown, no key columns, a key source MySQL
+// rejects, a NATS server without the stream features jetjobs needs) fails at once.
+func (w *Worker) openTableRetrying(ctx context.Context, name string, id jobsdb.Identity, giveUp context.Context) (*table, error) {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = openRetryInitial
+	b.MaxInterval = openRetryMax
+	return backoff.Retry(ctx, func() (*table, error) {
+		t, err := w.openTable(ctx, name, id, giveUp)
+		var usage *cli.UsageError
+		if errors.As(err, &usage) || errors.Is(err, queue.ErrUnsupportedServer) || errors.Is(err, queue.ErrInvalidName) {
+			return nil, backoff.Permanent(err)
+		}
+		return t, err
+	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0), backoff.WithNotify(func(err error, next time.Duration) {
+		w.log.Warn("cannot open the table yet; retrying", "table", name, "err", err, "retry_in", next.Round(time.Millisecond))
+	}))
 }
 
 func (w *Worker) openTable(ctx context.Context, name string, id jobsdb.Identity, giveUp context.Context) (*table, error) {
@@ -360,7 +396,9 @@ func (w *Worker) idleDone(ctx context.Context, t *table) bool {
 	if !w.opts.Once || inflight > 0 {
 		return false
 	}
-	due, err := t.jobs.FetchPending(ctx, 1, w.opts.MaxPriority, nil)
+	qctx, cancel := context.WithTimeout(ctx, idleCheckTimeout)
+	due, err := t.jobs.FetchPending(qctx, 1, w.opts.MaxPriority, nil)
+	cancel()
 	if err != nil {
 		w.log.Warn("checking for due jobs failed", "table", t.name, "err", err)
 		return false
@@ -402,12 +440,18 @@ func (w *Worker) start(ctx context.Context, t *table, msgs []queue.Msg, jobs *sy
 		}
 	}
 	// The reservation is not cancelled with ctx: a cancelled statement may still commit, and
-	// then the winners would be unknown. Jobs won after a stop are released by run.
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reserveTimeout)
+	// then the winners would be unknown. Jobs won after a stop are released by run. It is
+	// bounded by the lease: a reservation that takes longer has nothing left to run.
+	sent := time.Now()
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), t.jobs.Options().LeaseDuration)
 	leases, err := t.jobs.Reserve(rctx, keys)
 	cancel()
 	if err != nil {
-		w.log.Warn("reserving jobs failed; their messages come back later", "table", t.name, "jobs", len(keys), "err", err)
+		msg := "reserving jobs failed; their messages come back later"
+		if errors.Is(err, jobsdb.ErrAmbiguous) {
+			msg = "reserving jobs failed and MySQL could not tell whether they were reserved; if they were, they return to pending when their lease expires"
+		}
+		w.log.Warn(msg, "table", t.name, "jobs", len(keys), "err", err)
 		for _, d := range byKey {
 			d.end(err)
 			d.msg.NakWithDelay(messageRetryDelay)
@@ -430,7 +474,7 @@ func (w *Worker) start(ctx context.Context, t *table, msgs []queue.Msg, jobs *sy
 			tracing.End(d.reserve, nil)
 		}
 		jobs.Add(1)
-		go func() { defer jobs.Done(); w.run(ctx, t, l, d) }()
+		go func() { defer jobs.Done(); w.run(ctx, t, l, d, sent) }()
 	}
 	for _, d := range byKey {
 		// Not pending or not due any more: MySQL decided; the message is spent.
@@ -464,22 +508,24 @@ func (d *delivery) end(err error) {
 	tracing.End(d.process, err)
 }
 
-// run runs one reserved job and hands its outcome to the completer.
-func (w *Worker) run(takeCtx context.Context, t *table, lease jobsdb.Lease, d *delivery) {
+// run runs one reserved job, whose reservation was sent at reserved, and hands its outcome to
+// the completer.
+func (w *Worker) run(takeCtx context.Context, t *table, lease jobsdb.Lease, d *delivery, reserved time.Time) {
 	target := t.jobs.Target()
 	job := &Job{
-		Table:    t.name,
-		Key:      target.KeyMap(lease.Key),
-		KeyJSON:  mustJSON(target, lease.Key),
-		Attempt:  lease.Attempts,
-		Priority: lease.Priority,
+		Table:      t.name,
+		Key:        target.KeyMap(lease.Key),
+		KeyJSON:    mustJSON(target, lease.Key),
+		Attempt:    lease.Attempts,
+		Priority:   lease.Priority,
+		leaseToken: lease.Token,
 	}
 	jobCtx, cancel := context.WithCancelCause(trace.ContextWithSpan(w.jobsCtx, d.process))
 	defer cancel(nil)
 	// The lease is renewed until the outcome is recorded, not just while the handler runs:
 	// an outcome waiting for its batch must not lose its job to an orphan recovery.
 	r := &running{lease: lease, msg: d.msg, cancel: cancel}
-	t.keeper.add(r)
+	t.keeper.add(r, reserved)
 	settled := w.settled(t, job)
 	f := &finished{msg: d.msg, ctx: d.ctx, span: d.span, done: func(f *finished, applied bool, err error) {
 		t.keeper.remove(r)
@@ -487,8 +533,9 @@ func (w *Worker) run(takeCtx context.Context, t *table, lease jobsdb.Lease, d *d
 		tracing.End(d.process, err)
 	}}
 	f.outcome.Lease = lease
-	if takeCtx.Err() != nil {
-		// The worker was told to stop between the fetch and the reservation.
+	if takeCtx.Err() != nil || !t.keeper.valid(r) {
+		// The worker was told to stop between the fetch and the reservation, or the
+		// reservation took so long that the lease may expire before the job could finish.
 		f.outcome.Kind = jobsdb.OutcomeRelease
 		r.finishing.Store(true)
 		t.completer.add(f)
@@ -504,9 +551,10 @@ func (w *Worker) run(takeCtx context.Context, t *table, lease jobsdb.Lease, d *d
 		f.outcome.Kind = jobsdb.OutcomeSuccess
 		f.outcome.Rows = result.Rows
 		f.write = result.Write
-	case jobCtx.Err() != nil:
-		// Interrupted (the worker stops) or its lease was lost: back to pending, not an error.
-		// A lost lease makes this write a no-op: the new holder owns the job.
+	case jobCtx.Err() != nil, killedByStopSignal(err) && stopping(takeCtx):
+		// Interrupted (the worker stops, and perhaps its handler got the same signal), or its
+		// lease was lost or could not be renewed: back to pending, not an error. A lost lease
+		// makes this write a no-op: the new holder owns the job.
 		f.outcome.Kind = jobsdb.OutcomeRelease
 	case IsRetryable(err) && lease.Attempts < w.opts.Config.Jobs.MaxAttempts:
 		f.outcome.Kind = jobsdb.OutcomeRetry
@@ -520,6 +568,33 @@ func (w *Worker) run(takeCtx context.Context, t *table, lease jobsdb.Lease, d *d
 	}
 	r.finishing.Store(true)
 	t.completer.add(f)
+}
+
+// killedByStopSignal reports whether err is an exec handler killed by a signal a supervisor
+// sends to stop a service.
+func killedByStopSignal(err error) bool {
+	var execErr *ExecError
+	if !errors.As(err, &execErr) {
+		return false
+	}
+	switch execErr.Signal {
+	case syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT:
+		return true
+	}
+	return false
+}
+
+// stopping reports whether the worker is stopping (ctx, Run's context, ends) now or within
+// stopSignalWait.
+func stopping(ctx context.Context) bool {
+	timer := time.NewTimer(stopSignalWait)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return true
+	case <-timer.C:
+		return false
+	}
 }
 
 // call runs the handler, turning a panic into an error with its stack.

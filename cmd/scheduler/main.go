@@ -7,7 +7,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,7 +20,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cenkalti/backoff/v5"
 	"github.com/go-sql-driver/mysql"
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/pflag"
@@ -29,7 +27,6 @@ import (
 	"github.com/jetjobs/jetjobs/config"
 	"github.com/jetjobs/jetjobs/internal/cli"
 	"github.com/jetjobs/jetjobs/internal/scheduler"
-	"github.com/jetjobs/jetjobs/jobsdb"
 	"github.com/jetjobs/jetjobs/queue"
 	"github.com/jetjobs/jetjobs/tracing"
 )
@@ -210,8 +207,8 @@ func serve(ctx context.Context, fs *pflag.FlagSet, f *flags, log *slog.Logger, g
 	if err != nil {
 		return err
 	}
-	if _, err := mysql.ParseDSN(cfg.MySQL.DSN); err != nil {
-		return cli.Usagef("mysql.dsn (--mysql, %s): %v", config.EnvMySQLDSN, err)
+	if err := cli.CheckDSN(cfg.MySQL.DSN); err != nil {
+		return err
 	}
 	natsGiven, err := natsURLGiven(fs, getenv)
 	if err != nil {
@@ -246,6 +243,7 @@ func serve(ctx context.Context, fs *pflag.FlagSet, f *flags, log *slog.Logger, g
 		TLSCert:     cfg.NATS.TLSCert,
 		TLSKey:      cfg.NATS.TLSKey,
 		Name:        "jetjobs-scheduler",
+		Logger:      log,
 	}
 	if f.embedded || !natsGiven {
 		if f.embedded && natsGiven {
@@ -269,10 +267,10 @@ func serve(ctx context.Context, fs *pflag.FlagSet, f *flags, log *slog.Logger, g
 			log.Info("embedded NATS server stopped")
 		}()
 		log.Info("embedded NATS server started", "url", srv.ClientURL(), "store", f.embeddedStore)
-		connect = queue.ConnectOptions{URL: srv.ClientURL(), Name: connect.Name}
+		connect = queue.ConnectOptions{URL: srv.ClientURL(), Name: connect.Name, Logger: log}
 	}
 
-	db, err := openDB(ctx, cfg.MySQL.DSN, log)
+	db, err := cli.OpenDB(ctx, cfg.MySQL.DSN, log)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while waiting for MySQL
@@ -343,23 +341,6 @@ func checkListen(addr string) error {
 		return cli.Usagef("--embedded-nats-listen %q: the embedded NATS server has no authentication, so it listens on loopback only (127.0.0.1, ::1 or localhost); for workers on other machines run nats-server and give its URL with --nats", addr)
 	}
 	return nil
-}
-
-// openDB opens the MySQL pool, retrying until MySQL answers or ctx ends; an error the server
-// answers with (bad credentials, unknown database) is final.
-func openDB(ctx context.Context, dsn string, log *slog.Logger) (*sql.DB, error) {
-	b := backoff.NewExponentialBackOff()
-	b.MaxInterval = 10 * time.Second
-	return backoff.Retry(ctx, func() (*sql.DB, error) {
-		db, err := jobsdb.Open(ctx, dsn)
-		var my *mysql.MySQLError
-		if errors.As(err, &my) {
-			return nil, backoff.Permanent(fmt.Errorf("open MySQL: %w", err))
-		}
-		return db, err
-	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0), backoff.WithNotify(func(err error, next time.Duration) {
-		log.Error("cannot reach MySQL; retrying", "err", err, "retry_in", next.Round(time.Millisecond))
-	}))
 }
 
 // drain flushes and closes the NATS connection, waiting up to drainTimeout.

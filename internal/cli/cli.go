@@ -8,11 +8,15 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/user"
 	"strings"
 	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/jetjobs/jetjobs/config"
 	"github.com/jetjobs/jetjobs/jobsdb"
@@ -81,20 +85,59 @@ func JobsOptions(cfg config.Config, id jobsdb.Identity) jobsdb.Options {
 }
 
 // OpenJobs inspects the target table name and returns its jobs handle. A table that is not
-// in the database is a usage error that lists the configured tables.
+// in the database is a usage error that lists the configured tables; a target or key source
+// that cannot be used as it is (no key columns, a key source MySQL rejects, no privilege) is a
+// usage error too. Other errors (MySQL unreachable) are returned as they are: retry them.
 func OpenJobs(ctx context.Context, db *sql.DB, cfg config.Config, name string, id jobsdb.Identity) (*jobsdb.Jobs, error) {
 	if _, _, err := config.SplitTable(name); err != nil {
 		return nil, &UsageError{Err: fmt.Errorf("table %w", err)}
 	}
 	entry, _ := cfg.Table(name)
 	target, err := jobsdb.Inspect(ctx, db, name, entry.KeySource)
-	if errors.Is(err, jobsdb.ErrUnknownTable) {
+	switch {
+	case errors.Is(err, jobsdb.ErrUnknownTable):
 		return nil, &UsageError{Err: fmt.Errorf("%w; configured tables: %s", err, listOrNone(cfg.TableNames()))}
-	}
-	if err != nil {
+	case errors.Is(err, jobsdb.ErrNoKeyColumns), errors.Is(err, jobsdb.ErrBadKey), jobsdb.Classify(err) == jobsdb.FailureSchema:
+		return nil, &UsageError{Err: fmt.Errorf("table %s: %w", name, err)}
+	case err != nil:
 		return nil, err
 	}
 	return jobsdb.New(db, target, JobsOptions(cfg, id)), nil
+}
+
+// CheckDSN reports a MySQL DSN that does not parse as a usage error.
+func CheckDSN(dsn string) error {
+	if _, err := mysql.ParseDSN(dsn); err != nil {
+		return Usagef("mysql.dsn (--mysql, %s): %v", config.EnvMySQLDSN, err)
+	}
+	return nil
+}
+
+// Pacing of OpenDB's attempts.
+const (
+	openRetryInitial = 100 * time.Millisecond
+	openRetryMax     = 10 * time.Second
+)
+
+// OpenDB opens the MySQL pool (jobsdb.Open), retrying with exponential backoff until MySQL
+// answers or ctx ends, and logging each failed attempt. A DSN that does not parse, and an
+// error the server answers with (bad credentials, unknown database), are final usage errors.
+func OpenDB(ctx context.Context, dsn string, log *slog.Logger) (*sql.DB, error) {
+	if err := CheckDSN(dsn); err != nil {
+		return nil, err
+	}
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = openRetryInitial
+	b.MaxInterval = openRetryMax
+	return backoff.Retry(ctx, func() (*sql.DB, error) {
+		db, err := jobsdb.Open(ctx, dsn)
+		if jobsdb.Classify(err) == jobsdb.FailureSchema {
+			return nil, backoff.Permanent(&UsageError{Err: fmt.Errorf("open MySQL: %w", err)})
+		}
+		return db, err
+	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0), backoff.WithNotify(func(err error, next time.Duration) {
+		log.Error("cannot reach MySQL; retrying", "err", err, "retry_in", next.Round(time.Millisecond))
+	}))
 }
 
 // Tables returns the tables a command works on: the arguments, or all configured tables.

@@ -3,6 +3,7 @@ package ctl
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,7 +45,8 @@ func (sel *selection) addStatus(usage string) {
 
 func (sel *selection) addRestrict() {
 	sel.fs.StringArrayVar(&sel.restrict, "restrict", nil, "a `SQL` condition on key columns, as DataJoint's string restrictions, e.g. \"subject_id > 10\"; "+
-		"repeat to AND several. It runs as written with your database privileges: it is for operators, never for untrusted input")
+		"repeat to AND several. It runs as written, inside parentheses, with your database privileges: it is for operators, never for untrusted input. "+
+		"It must balance its parentheses and close its quotes, and hold no ';', no comment and no '?'")
 	describeDefault(sel.fs, "restrict", "none")
 }
 
@@ -114,6 +116,9 @@ func (sel *selection) restrictions(t *jobsdb.Target) ([]jobsdb.Restriction, erro
 		if strings.TrimSpace(r) == "" {
 			return nil, cli.Usagef("--restrict is empty: give a SQL condition such as \"subject_id > 10\"")
 		}
+		if err := jobsdb.CheckRestriction(r); err != nil {
+			return nil, &cli.UsageError{Err: fmt.Errorf("--restrict: %w; nothing was changed", err)}
+		}
 		out = append(out, jobsdb.Restriction{SQL: r})
 	}
 	if len(sel.keys) > 0 {
@@ -147,8 +152,11 @@ func (sel *selection) filter(t *jobsdb.Target) (jobsdb.Filter, error) {
 }
 
 // restrictError turns a database's rejection of a --restrict condition (syntax error, unknown
-// column) into a usage error that names the flag.
+// column), or jobsdb's, into a usage error that names the flag.
 func restrictError(err error, restrict []string) error {
+	if errors.Is(err, jobsdb.ErrBadRestriction) {
+		return &cli.UsageError{Err: fmt.Errorf("--restrict: %w", err)}
+	}
 	var me *mysql.MySQLError
 	if len(restrict) > 0 && errors.As(err, &me) && (me.Number == 1064 || me.Number == 1054 || me.Number == 1052) {
 		return &cli.UsageError{Err: fmt.Errorf("--restrict %s: the database rejected the condition: %w", quoteList(restrict), err)}
@@ -386,11 +394,8 @@ func keyValueText(v any) string {
 	}
 }
 
-// secondsValue is a flag holding a number of seconds (fractions allowed).
-type secondsValue struct {
-	d        *time.Duration
-	negative bool // negative values allowed (--delay)
-}
+// secondsValue is a flag holding a number of seconds ≥ 0 (fractions allowed).
+type secondsValue struct{ d *time.Duration }
 
 func (v secondsValue) String() string {
 	if v.d == nil {
@@ -401,13 +406,13 @@ func (v secondsValue) String() string {
 
 func (v secondsValue) Set(s string) error {
 	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-	if err != nil {
+	if err != nil || math.IsNaN(f) {
 		return fmt.Errorf("want a number of seconds, e.g. 3600")
 	}
-	if f < 0 && !v.negative {
-		return fmt.Errorf("want a non-negative number of seconds")
+	if f < 0 {
+		return fmt.Errorf("must be ≥ 0 (a number of seconds)")
 	}
-	if f > 1e10 || f < -1e10 {
+	if f > 1e10 {
 		return fmt.Errorf("%s seconds is out of range", s)
 	}
 	*v.d = time.Duration(f * float64(time.Second))
@@ -416,6 +421,6 @@ func (v secondsValue) Set(s string) error {
 
 func (v secondsValue) Type() string { return "seconds" }
 
-func secondsVar(fs *pflag.FlagSet, d *time.Duration, name string, negative bool, usage string) {
-	fs.Var(secondsValue{d: d, negative: negative}, name, usage)
+func secondsVar(fs *pflag.FlagSet, d *time.Duration, name, usage string) {
+	fs.Var(secondsValue{d: d}, name, usage)
 }

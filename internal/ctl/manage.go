@@ -131,11 +131,11 @@ func refreshCommand() *command {
 			var delay, stale, orphan time.Duration
 			fs.IntVar(&priority, "priority", config.DefaultPriority, "priority of the added jobs, `N` in -128..127; lower is more urgent")
 			describeDefault(fs, "priority", fmt.Sprintf("jobs.default_priority of the config, %d", config.DefaultPriority))
-			secondsVar(fs, &delay, "delay", true, "schedule the added jobs `SECONDS` from now (fractions allowed; negative: in the past)")
+			secondsVar(fs, &delay, "delay", "schedule the added jobs `SECONDS` from now, ≥ 0 (fractions allowed)")
 			describeDefault(fs, "delay", "0")
-			secondsVar(fs, &stale, "stale-timeout", false, "check pending jobs created more than `SECONDS` ago for staleness (0: never remove)")
+			secondsVar(fs, &stale, "stale-timeout", "check pending jobs created more than `SECONDS` ago for staleness (0: never remove)")
 			describeDefault(fs, "stale-timeout", fmt.Sprintf("jobs.stale_timeout of the config, %v", config.DefaultStaleTimeout.Seconds()))
-			secondsVar(fs, &orphan, "orphan-timeout", false, "return reservations made by DataJoint (no lease) older than `SECONDS` to pending (0: never)")
+			secondsVar(fs, &orphan, "orphan-timeout", "return reservations made by DataJoint (no lease) older than `SECONDS` to pending (0: never)")
 			describeDefault(fs, "orphan-timeout", fmt.Sprintf("jobs.orphan_timeout of the config, %v", config.DefaultOrphanTimeout.Seconds()))
 			return func(ctx context.Context, s *session, args []string) error {
 				cfg, err := s.config()

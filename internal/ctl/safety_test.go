@@ -180,3 +180,93 @@ func TestExitCodes(t *testing.T) {
 		f.mustRun(t, 0, "progress", a, "--mysql", f.db.ServerDSN, "--output=csv", "-h") // help wins
 	})
 }
+
+// refusedUnchanged runs jobsctl, wants exit code 2 and every one of want in stderr, and proves
+// that the jobs tables did not change.
+func (f *fixture) refusedUnchanged(t *testing.T, want []string, args ...string) {
+	t.Helper()
+	tables := []string{"~~analysis", "~~greeting"}
+	before := make([]string, len(tables))
+	for i, tbl := range tables {
+		before[i] = f.checksum(t, tbl)
+	}
+	r := f.run(t, args...)
+	if r.code != 2 {
+		t.Errorf("jobsctl %s: exit %d, want 2\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	for _, s := range want {
+		if !strings.Contains(r.stderr, s) {
+			t.Errorf("jobsctl %s: stderr should contain %q:\n%s", strings.Join(args, " "), s, r.stderr)
+		}
+	}
+	for i, tbl := range tables {
+		if after := f.checksum(t, tbl); after != before[i] {
+			t.Errorf("jobsctl %s changed %s: %s, then %s", strings.Join(args, " "), tbl, before[i], after)
+		}
+	}
+}
+
+// TestRestrictStaysInsideItsParentheses proves that a --restrict that would close the
+// parentheses it is placed in (and so bypass --status and the other filters), end the
+// statement or comment out the rest of it is refused before any statement runs.
+func TestRestrictStaysInsideItsParentheses(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.insertDataJointJobs(t)
+	a, g := f.analysis, f.greeting
+	f.mustRun(t, 0, "refresh", g) // declares ~~greeting with jobs for ada and bob
+
+	const escape = "session_id=6) OR (1=1"
+	for _, c := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"delete bypassing --status", []string{"delete", a, "--status", "ignore", "--restrict", escape}, []string{`--restrict: bad restriction "session_id=6) OR (1=1"`, "closes a parenthesis"}},
+		{"delete with the escape in a second --restrict", []string{"delete", g, "--restrict", "name = 'ada'", "--restrict", escape}, []string{`"session_id=6) OR (1=1"`, "closes a parenthesis"}},
+		{"retry", []string{"retry", a, "--restrict", "subject_id = 9) OR (1=1"}, []string{`"subject_id = 9) OR (1=1"`, "closes a parenthesis"}},
+		{"refresh", []string{"refresh", g, "--restrict", "name = 'x') OR ('1'='1"}, []string{"closes a parenthesis"}},
+		{"list", []string{"list", a, "--status", "ignore", "--restrict", escape}, []string{"closes a parenthesis"}},
+		{"errors", []string{"errors", a, "--restrict", escape}, []string{"closes a parenthesis"}},
+		{"an unclosed parenthesis", []string{"delete", a, "--restrict", "(subject_id = 1"}, []string{"never closed"}},
+		{"an unclosed string", []string{"delete", g, "--restrict", "name = 'ada"}, []string{"string", "never closed"}},
+		{"a second statement", []string{"delete", a, "--status", "ignore", "--restrict", "1=1; DELETE FROM `~~analysis`"}, []string{"';'"}},
+		{"a comment", []string{"delete", a, "--status", "ignore", "--restrict", "subject_id = 2 -- ) OR (1=1"}, []string{"comment"}},
+		{"a hash comment", []string{"retry", a, "--restrict", "subject_id = 2 # x"}, []string{"comment"}},
+		{"a block comment", []string{"delete", a, "--status", "ignore", "--restrict", "subject_id = 2 /*) OR (1=1*/"}, []string{"comment"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f.refusedUnchanged(t, c.want, c.args...)
+		})
+	}
+
+	t.Run("parentheses and quotes inside literals are fine", func(t *testing.T) {
+		r := f.mustRun(t, 0, "delete", g, "--restrict", "name = 'x) OR (1=1' OR `name` = \"-- #;\"")
+		if !strings.Contains(r.stdout, "deleted 0 jobs") {
+			t.Errorf("stdout = %q", r.stdout)
+		}
+	})
+}
+
+// TestRefreshRefusesNegativeSeconds proves that refresh's --delay, --stale-timeout and
+// --orphan-timeout refuse negative values with exit code 2, changing nothing.
+func TestRefreshRefusesNegativeSeconds(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.insertDataJointJobs(t)
+	f.mustRun(t, 0, "refresh", f.greeting)
+	for _, c := range []struct{ flag, value string }{
+		{"--delay", "-5"},
+		{"--delay", "-0.001"},
+		{"--stale-timeout", "-1"},
+		{"--orphan-timeout", "-3600"},
+	} {
+		t.Run(c.flag+" "+c.value, func(t *testing.T) {
+			f.refusedUnchanged(t, []string{c.flag, c.value, "must be ≥ 0"}, "refresh", f.analysis, c.flag, c.value)
+			f.refusedUnchanged(t, []string{c.flag, c.value, "must be ≥ 0"}, "refresh", f.analysis, c.flag+"="+c.value)
+		})
+	}
+	t.Run("0 is fine", func(t *testing.T) {
+		f.mustRun(t, 0, "refresh", f.greeting, "--delay", "0", "--stale-timeout", "0", "--orphan-timeout", "0")
+	})
+}

@@ -14,8 +14,8 @@ import (
 
 var streamColumns = []column{
 	{"table", "TABLE", "the target table"},
-	{"priority", "PRIORITY", "the priority of the subject <prefix>.<schema>.<table>.p<priority>"},
-	{"waiting", "WAITING", "messages not yet delivered to a worker"},
+	{"priority", "PRIORITY", "the priority of the subject <prefix>.<schema>.<table>.p<priority>; none (null, -) on the row of stray messages"},
+	{"waiting", "WAITING", "messages not yet delivered to a worker; on the stray row, messages in the stream that no consumer will deliver (left behind by a NATS server crash, or not published by jetjobs), which the leading scheduler removes"},
 	{"ack_pending", "ACK_PENDING", "messages delivered and not yet acknowledged"},
 	{"redelivered", "REDELIVERED", "messages delivered more than once and not yet acknowledged"},
 	{"consumer", "CONSUMER", "the durable pull consumer of that priority"},
@@ -26,7 +26,8 @@ func streamCommand() *command {
 		name: "stream", args: "[TABLE...]", maxArgs: -1, argKind: argTables,
 		summary: "show the JetStream side: messages waiting per priority, pending acks, redeliveries",
 		help: "Shows, for each table (every configured table without arguments), the JetStream state of each priority: " +
-			"messages waiting for a worker, messages delivered and not acknowledged, and those delivered more than once. " +
+			"messages waiting for a worker, messages delivered and not acknowledged, and those delivered more than once, " +
+			"and a row without a priority when the stream holds messages that no consumer will deliver. " +
 			"MySQL stays the truth: a job is pending there whether or not its message waits here. " +
 			"Connects to NATS as the other programs do (--nats, JETJOBS_NATS_URL, the config's nats section). " +
 			"The table must exist in MySQL, so that a mistyped name does not create a stream.",
@@ -64,22 +65,25 @@ func streamCommand() *command {
 				for _, j := range all {
 					t := j.Target()
 					octx, cancel := s.opContext(ctx)
-					states, err := func() ([]queue.PriorityState, error) {
+					h, err := func() (queue.Health, error) {
 						defer cancel()
 						qt, err := queue.Open(octx, nc, t.Schema, t.Name, qcfg)
 						if err != nil {
-							return nil, err
+							return queue.Health{}, err
 						}
-						return qt.State(octx)
+						return qt.Health(octx)
 					}()
 					if err != nil {
 						return fmt.Errorf("stream state of %s: %w", t.FullName(), err)
 					}
 					first := len(r.rows)
-					for _, st := range states {
+					for _, st := range h.Priorities {
 						r.add(t.FullName(), st.Priority, st.Waiting, st.AckPending, st.Redelivered, st.Consumer)
 					}
-					list := make([]object, 0, len(states))
+					if h.Stray > 0 {
+						r.add(t.FullName(), nil, h.Stray, 0, 0, "")
+					}
+					list := make([]object, 0, len(r.rows)-first)
 					for i := first; i < len(r.rows); i++ {
 						list = append(list, r.object(i)[1:])
 					}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/jetjobs/jetjobs/internal/natstest"
 	"github.com/jetjobs/jetjobs/queue"
 )
@@ -100,6 +102,23 @@ func testStream(t *testing.T, url string, goldens bool) {
 		decodeJSON(t, f.mustRun(t, 0, "stream", "-o", "json").stdout, &got)
 		if len(got[a]) != 2 || got[f.greeting] == nil || len(got[f.greeting]) != 0 {
 			t.Errorf("stream of all tables = %v, want 2 priorities for %s and none for %s", got, a, f.greeting)
+		}
+	})
+
+	t.Run("messages no consumer delivers are shown on a row of their own", func(t *testing.T) {
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		junk := strings.TrimSuffix(qt.Subject(1, []byte("x")), ".p1."+queue.KeyHash([]byte("x"))) + ".not.ajob"
+		if _, err := js.Publish(ctx, junk, []byte("junk")); err != nil {
+			t.Fatal(err)
+		}
+		rows := readCSV(t, f.mustRun(t, 0, "stream", a, "-o", "csv").stdout)
+		want := [][]string{columnNames(streamColumns), {a, "1", "0", "1", "0", queue.ConsumerName(1)},
+			{a, "5", "2", "0", "0", queue.ConsumerName(5)}, {a, "", "1", "0", "0", ""}}
+		if !reflect.DeepEqual(rows, want) {
+			t.Errorf("stream -o csv = %v, want %v", rows, want)
 		}
 	})
 

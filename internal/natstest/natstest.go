@@ -16,8 +16,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"net"
 	"os"
+	"os/exec"
+	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -147,3 +152,80 @@ func OpenTable(t testing.TB, nc *nats.Conn, cfg queue.Config) *queue.Table {
 	})
 	return tbl
 }
+
+// DebianServer is the nats-server binary of Debian's package (2.9), which StartProcess runs.
+const DebianServer = "/usr/sbin/nats-server"
+
+// Process is a nats-server process the test owns, so that it can kill and restart it: on a
+// free loopback port, with JetStream and a store directory of its own.
+type Process struct {
+	URL      string
+	StoreDir string
+	bin      string
+	port     int
+	t        testing.TB
+	cmd      *exec.Cmd
+}
+
+// StartProcess starts the nats-server binary bin with JetStream on a free loopback port and
+// a store in a new temporary directory; it is killed when the test ends. It fails the test
+// when bin is missing, saying how to install it.
+func StartProcess(t testing.TB, bin string) *Process {
+	t.Helper()
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("natstest: %v; install the server (Debian: apt-get install nats-server)", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	p := &Process{bin: bin, port: port, StoreDir: t.TempDir(), t: t, URL: fmt.Sprintf("nats://127.0.0.1:%d", port)}
+	p.Start()
+	t.Cleanup(p.Kill)
+	return p
+}
+
+// Start starts the server (again) on its port and store and waits until it accepts
+// connections with JetStream.
+func (p *Process) Start() {
+	p.t.Helper()
+	cmd := exec.Command(p.bin, "-a", "127.0.0.1", "-p", strconv.Itoa(p.port), "-js", "-sd", p.StoreDir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		p.t.Fatalf("natstest: start %s: %v", p.bin, err)
+	}
+	p.cmd = cmd
+	deadline := time.Now().Add(startTimeout)
+	for {
+		nc, err := nats.Connect(p.URL, nats.Timeout(probeTimeout))
+		if err == nil {
+			_, err = nc.Request("$JS.API.INFO", nil, probeTimeout)
+			nc.Close()
+			if err == nil {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("natstest: %s on port %d did not start within %v: %v", p.bin, p.port, startTimeout, err)
+		}
+		time.Sleep(startPoll)
+	}
+}
+
+// Kill kills the server with SIGKILL, as a crash would, and waits for it; its store stays.
+func (p *Process) Kill() {
+	if p.cmd == nil {
+		return
+	}
+	p.cmd.Process.Kill()
+	p.cmd.Wait()
+	p.cmd = nil
+}
+
+// Pacing of Process.Start.
+const (
+	startTimeout = 20 * time.Second
+	startPoll    = 20 * time.Millisecond
+)

@@ -46,6 +46,18 @@ const (
 	PublishTimeoutDefault = 30 * time.Second
 	// ShutdownTimeout bounds the HTTP server's graceful shutdown.
 	ShutdownTimeout = 5 * time.Second
+	// StatementTimeout bounds each of the leader's statements but the refresh, so that a
+	// server that stopped answering (a partition) cannot stall the table's loop.
+	StatementTimeout = 30 * time.Second
+	// RefreshTimeout bounds one refresh: a few set-based statements over the whole key
+	// source (about 5 s per million keys on a small server).
+	RefreshTimeout = 10 * time.Minute
+	// LostAfter is how long after its publish a pending job whose priority has no message left
+	// in the stream (none waiting, none delivered and unacked) is published again: its message
+	// is gone (a deleted, purged or restarted stream; an ack that landed after the job went
+	// back to pending). Only this scheduler publishes for the table, and it reads the stream
+	// after its own publishes, so this only guards against an overlapping former leader.
+	LostAfter = time.Second
 	// GaugeIntervalDefault is how often a table's leader samples its jobs table and stream
 	// for the gauges when metrics are on.
 	GaugeIntervalDefault = 5 * time.Second

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetjobs/jetjobs/config"
 	"github.com/jetjobs/jetjobs/internal/cli"
@@ -476,6 +477,18 @@ func TestScheduler(t *testing.T) {
 		}
 	})
 
+	t.Run("jobs whose messages the stream lost are published again at once, not after RedispatchAfter", func(t *testing.T) {
+		t.Parallel()
+		for _, srv := range natstest.Servers(t) {
+			for _, loss := range []string{"deleted", "purged"} {
+				t.Run(srv.Name+"/"+loss, func(t *testing.T) {
+					t.Parallel()
+					testMessagesLost(t, setupOn(t, srv.URL, 4), loss)
+				})
+			}
+		}
+	})
+
 	t.Run("of two schedulers on one table only the leader publishes", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, 10)
@@ -749,5 +762,32 @@ func testStreamDeleted(t *testing.T, b *bundle) {
 	if got := rcv.fetch(4, 20*time.Second); !slices.Equal(got, seq(1, 4)) {
 		st, err := b.stream.State(context.Background())
 		t.Fatalf("after deleting the stream, fetched %v, want 1..4 (stream state %+v %v)", got, st, err)
+	}
+}
+
+func testMessagesLost(t *testing.T, b *bundle, loss string) {
+	b.start(t, func(o *scheduler.Options) { o.RedispatchAfter = time.Hour })
+	waitFor(t, 20*time.Second, "the four jobs published", func() bool { return b.dispatched(t) == 4 })
+	switch loss {
+	case "deleted":
+		if err := b.stream.Delete(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	case "purged":
+		js, err := jetstream.New(b.nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := js.Stream(t.Context(), b.stream.StreamName())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Purge(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rcv := b.receiver(t)
+	if got := rcv.fetch(4, 20*time.Second); !slices.Equal(got, seq(1, 4)) {
+		t.Fatalf("after the stream was %s, fetched %v, want 1..4", loss, got)
 	}
 }

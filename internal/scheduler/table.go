@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
-	"github.com/go-sql-driver/mysql"
 
 	"github.com/jetjobs/jetjobs/internal/cli"
 	"github.com/jetjobs/jetjobs/internal/leadership"
@@ -38,39 +37,18 @@ func (t *table) run(ctx context.Context) error {
 	return t.elector.Run(ctx, func(ctx context.Context) { t.lead(ctx, jobs) })
 }
 
-// open inspects the target, retrying while MySQL is unreachable.
+// open inspects the target, retrying while MySQL is unreachable; a table that cannot be
+// scheduled as configured (cli.OpenJobs' usage errors) is final.
 func (t *table) open(ctx context.Context) (*jobsdb.Jobs, error) {
 	o := &t.s.opts
 	return backoff.Retry(ctx, func() (*jobsdb.Jobs, error) {
 		jobs, err := cli.OpenJobs(ctx, o.DB, o.Config, t.name, o.Identity)
-		if err != nil && permanent(err) {
-			var usage *cli.UsageError
-			if !errors.As(err, &usage) {
-				err = &cli.UsageError{Err: fmt.Errorf("table %s: %w", t.name, err)}
-			}
+		var usage *cli.UsageError
+		if errors.As(err, &usage) {
 			return nil, backoff.Permanent(err)
 		}
 		return jobs, err
 	}, t.retryOptions("inspect the target table")...)
-}
-
-// permanent reports errors that retrying cannot fix: the table's definition or the
-// configuration is wrong.
-func permanent(err error) bool {
-	var usage *cli.UsageError
-	if errors.As(err, &usage) || errors.Is(err, jobsdb.ErrUnknownTable) ||
-		errors.Is(err, jobsdb.ErrNoKeyColumns) || errors.Is(err, jobsdb.ErrBadKey) {
-		return true
-	}
-	var my *mysql.MySQLError
-	if errors.As(err, &my) {
-		switch my.Number {
-		case 1044, 1045, 1049, // access denied, unknown database
-			1054, 1064, 1142, 1146: // unknown column, syntax error (key source), command denied, no such table
-			return true
-		}
-	}
-	return false
 }
 
 func (t *table) newBackoff() *backoff.ExponentialBackOff {
@@ -256,22 +234,23 @@ func (l *leaderLoop) pass(ctx context.Context) time.Time {
 	return wake
 }
 
-// dispatch publishes the jobs that need a message, then returns when the next delayed job
-// becomes due (capped by PollInterval).
-// room is how many messages may be published before the stream holds DispatchWindow
-// waiting ones. When the stream's state cannot be read, the window is not enforced: MySQL's
-// dispatched_time still keeps one message per job.
-func (l *leaderLoop) room(ctx context.Context) int {
+// health repairs the table's stream (removing messages no consumer would deliver) and returns
+// which priorities still hold messages and how many more may be published before the stream
+// holds DispatchWindow waiting ones. When the stream cannot be read, busy is nil (nothing is
+// presumed lost) and the window is not enforced: MySQL's dispatched_time still keeps one
+// message per job.
+func (l *leaderLoop) health(ctx context.Context) (busy []int, room int) {
 	window := l.t.s.opts.DispatchWindow
-	state, err := l.stream.State(ctx)
+	h, purged, err := l.stream.Repair(ctx)
 	if err != nil {
 		l.t.log.Debug("reading the stream's state failed; publishing without a window", "err", err)
-		return window
+		return nil, window
 	}
-	for _, p := range state {
-		window -= int(p.Waiting)
+	if purged > 0 {
+		l.t.log.Warn("removed messages that no consumer would deliver (left behind by a NATS server crash, or not published by jetjobs); their jobs are published again",
+			"messages", purged)
 	}
-	return window
+	return h.Busy(), window - int(h.Waiting())
 }
 
 func (l *leaderLoop) dispatch(ctx context.Context) (time.Time, error) {
@@ -295,13 +274,15 @@ func (l *leaderLoop) dispatch(ctx context.Context) (time.Time, error) {
 		}
 	}()
 
-	room := l.room(ctx)
+	busy, room := l.health(ctx)
 	for range MaxBatchesPerPass {
 		if room <= 0 {
 			break
 		}
 		limit := min(o.BatchSize, room)
-		due, err := l.jobs.DueForDispatch(ctx, limit, o.RedispatchAfter)
+		due, err := l.jobs.DueForDispatch(ctx, jobsdb.DueFilter{
+			Limit: limit, RedispatchAfter: o.RedispatchAfter, Busy: busy, LostAfter: LostAfter,
+		})
 		if err != nil {
 			return time.Time{}, fmt.Errorf("find due jobs: %w", err)
 		}

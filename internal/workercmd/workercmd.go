@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -132,19 +133,32 @@ func run(fs *pflag.FlagSet, cfgFlags *config.Flags, o options, log *slog.Logger,
 		maxPriority = &o.priority
 	}
 
+	// Signals are handled from the start: a stop while MySQL or NATS are still being waited
+	// for ends the program cleanly.
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	db, err := jobsdb.Open(ctx, cfg.MySQL.DSN)
+	var abort atomic.Pointer[worker.Worker]
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	go handleSignals(sigs, stop, &abort, log)
+	db, err := cli.OpenDB(ctx, cfg.MySQL.DSN, log)
 	if err != nil {
-		return fmt.Errorf("connect to MySQL: %w", err)
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
 	}
 	defer db.Close()
 	nc, err := queue.Connect(ctx, queue.ConnectOptions{
 		URL: cfg.NATS.URL, Credentials: cfg.NATS.Credentials,
 		TLSCA: cfg.NATS.TLSCA, TLSCert: cfg.NATS.TLSCert, TLSKey: cfg.NATS.TLSKey,
-		Name: "jetjobs-worker",
+		Name: "jetjobs-worker", Logger: log,
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	defer nc.Drain()
@@ -180,7 +194,7 @@ func run(fs *pflag.FlagSet, cfgFlags *config.Flags, o options, log *slog.Logger,
 	if err != nil {
 		return err
 	}
-	go handleSignals(stop, w, log)
+	abort.Store(w)
 	summary, runErr := w.Run(ctx)
 	if bar != nil {
 		bar.close()
@@ -191,16 +205,17 @@ func run(fs *pflag.FlagSet, cfgFlags *config.Flags, o options, log *slog.Logger,
 	return runErr
 }
 
-// handleSignals stops taking work on the first SIGTERM/SIGINT and aborts on the second.
-func handleSignals(stop context.CancelFunc, w *worker.Worker, log *slog.Logger) {
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+// handleSignals stops taking work on the first SIGTERM/SIGINT and aborts the worker (once
+// it exists) on the second.
+func handleSignals(sigs <-chan os.Signal, stop context.CancelFunc, w *atomic.Pointer[worker.Worker], log *slog.Logger) {
 	sig := <-sigs
 	log.Info("stopping: no new jobs; running jobs may finish", "signal", sig.String())
 	stop()
 	sig = <-sigs
 	log.Warn("stopping now: releasing running jobs", "signal", sig.String())
-	w.Abort()
+	if w := w.Load(); w != nil {
+		w.Abort()
+	}
 }
 
 func printSummary(w io.Writer, format string, s worker.Summary) error {

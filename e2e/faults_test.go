@@ -1,0 +1,146 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/jetjobs/jetjobs/internal/natstest"
+)
+
+// TestNATS29CrashLeavesNoKeyBehind: nats-server 2.9 killed mid-run and restarted on the same
+// store restores messages that had been acked, behind their consumer's ack floor, where no
+// consumer delivers them. Each holds its key's subject, so every later publish of that key
+// was refused and the key never computed again. The scheduler removes them, and the keys are
+// computed again when their target rows are deleted, long before RedispatchAfter (2 minutes
+// here) could matter.
+func TestNATS29CrashLeavesNoKeyBehind(t *testing.T) {
+	ns := natstest.StartProcess(t, natstest.DebianServer)
+	e := newEnv(t, ns.URL)
+	e.nats = map[string]any{"ack_wait": 30}
+	e.writeConfig(map[string]any{"lease_duration": 60})
+	e.pipeline(40, 50)
+	handler := filepath.Join(e.dir, "handler.sh")
+	scheduler := e.start("scheduler")
+	for range 2 {
+		e.start("worker", "--exec", handler, "--concurrency", "8")
+	}
+	waitFor(t, "half of the keys computed", func() bool { return e.count("SELECT COUNT(*) FROM __analysis") >= 1000 })
+	ns.Kill()
+	ns.Start()
+	waitFor(t, "every key computed", func() bool { return e.count("SELECT COUNT(*) FROM __analysis") == 2000 })
+
+	e.db.Exec(t, "DELETE FROM __analysis")
+	waitFor(t, "every key computed again", func() bool { return e.count("SELECT COUNT(*) FROM __analysis") == 2000 })
+	if !strings.Contains(scheduler.out.String(), "removed messages that no consumer would deliver") {
+		t.Error("the crash left no stray messages this time: the test did not exercise their removal")
+	}
+}
+
+// TestSIGTERMToWorkerAndHandlers: systemctl stop, Kubernetes and kill -TERM -PGID signal the
+// worker and its handlers at once. The interrupted jobs are released, as for a SIGTERM to the
+// worker alone, and the worker exits 0.
+func TestSIGTERMToWorkerAndHandlers(t *testing.T) {
+	e := newEnv(t, natstest.Embedded(t).ClientURL())
+	e.pipeline(1, 2)
+	e.extra = []string{"HOLD_KEY=0:0"}
+	e.start("scheduler")
+	w := e.start("worker", "--exec", filepath.Join(e.dir, "handler.sh"), "--concurrency", "2")
+	waitFor(t, "the other job to finish and the held one to start", func() bool {
+		return e.count("SELECT COUNT(*) FROM __analysis") == 1 && len(startsOf(e.readCalls())) == 2
+	})
+	// The handler runs in a process group of its own: signal it, and the worker.
+	for _, pid := range childrenOf(t, w.cmd.Process.Pid) {
+		syscall.Kill(-pid, syscall.SIGTERM)
+	}
+	w.signal(syscall.SIGTERM)
+	if code := w.wait(t); code != 0 {
+		t.Errorf("worker exit code %d, want 0\n%s", code, w.out.String())
+	}
+	if n := e.count("SELECT COUNT(*) FROM `~~analysis` WHERE subject_id = 0 AND session_id = 0 AND status = 'pending' AND attempts = 0"); n != 1 {
+		t.Error("the interrupted job is not pending with its attempt given back")
+	}
+	if n := e.count("SELECT COUNT(*) FROM `~~analysis` WHERE status = 'error'"); n != 0 {
+		t.Errorf("%d error rows after a SIGTERM", n)
+	}
+}
+
+// TestWorkerWaitsForMySQL: a worker started while MySQL is unreachable keeps trying, says so,
+// and a SIGTERM meanwhile ends it cleanly (exit 0).
+func TestWorkerWaitsForMySQL(t *testing.T) {
+	e := newEnv(t, natstest.Embedded(t).ClientURL())
+	e.pipeline(1, 1)
+	w := e.start("worker", "--exec", filepath.Join(e.dir, "handler.sh"), "--mysql", "root@tcp(127.0.0.1:1)/")
+	waitFor(t, "the worker to report MySQL unreachable twice", func() bool {
+		if w.exited() {
+			t.Fatalf("the worker gave up:\n%s", w.out.String())
+		}
+		return strings.Count(w.out.String(), "cannot reach MySQL; retrying") >= 2
+	})
+	w.signal(syscall.SIGTERM)
+	if code := w.wait(t); code != 0 {
+		t.Errorf("worker exit code %d after a SIGTERM while waiting, want 0\n%s", code, w.out.String())
+	}
+}
+
+// childrenOf lists the pids whose parent is pid.
+func childrenOf(t *testing.T, pid int) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var children []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …; comm may hold spaces, so split after its closing parenthesis.
+		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			children = append(children, child)
+		}
+	}
+	return children
+}
+
+// TestBadKeySourceIsAUsageError: a configured key source that MySQL rejects is a
+// configuration error for the worker as for the scheduler: exit 2, naming the table.
+func TestBadKeySourceIsAUsageError(t *testing.T) {
+	e := newEnv(t, natstest.Embedded(t).ClientURL())
+	e.pipeline(1, 1)
+	data, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg["tables"] = []map[string]any{{"table": e.table(), "key_source": "SELECT subject_id, session_id FROM no_such_table"}}
+	if data, err = json.Marshal(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.config, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, program := range []string{"worker", "scheduler"} {
+		args := []string{}
+		if program == "worker" {
+			args = append(args, "--exec", "true")
+		}
+		out, code := e.run(program, args...)
+		if code != 2 || !strings.Contains(out, e.table()) || !strings.Contains(out, "no_such_table") {
+			t.Errorf("%s: exit %d, want 2 with a message naming the table and the problem:\n%s", program, code, out)
+		}
+	}
+}
