@@ -22,27 +22,30 @@ import (
 // $CHAOS_SLOW_PERMILLE calls in a thousand, between $CHAOS_SLOW_MIN_MS and $CHAOS_SLOW_MAX_MS
 // (around the lease, so that partitions catch calls running); it fails (exit 3) for the keys in
 // $CHAOS_FAIL_KEYS, and prints the target row. bash, for $EPOCHREALTIME and $RANDOM
-// without extra processes.
+// without extra processes: only sleep is one.
 const handlerScript = `#!/bin/bash
 k="$JETJOBS_KEY_SUBJECT_ID:$JETJOBS_KEY_SESSION_ID"
 tok="${JETJOBS_LEASE_TOKEN:--}"
 read -r -a st < /proc/$$/stat
 ticks=${st[21]}
-now() { t=${EPOCHREALTIME//[!0-9]/}; echo "${t}000"; }
-echo "start $k $tok $$ $PPID $(now) $ticks" >> "$CHAOS_CALLS"
+t=${EPOCHREALTIME//[!0-9]/}
+echo "start $k $tok $$ $PPID ${t}000 $ticks" >> "$CHAOS_CALLS"
 ms=$((RANDOM % (CHAOS_MAX_SLEEP_MS + 1)))
 if ((RANDOM % 1000 < CHAOS_SLOW_PERMILLE)); then
   ms=$((CHAOS_SLOW_MIN_MS + (RANDOM * 32768 + RANDOM) % (CHAOS_SLOW_MAX_MS - CHAOS_SLOW_MIN_MS + 1)))
 fi
-sleep "$((ms / 1000)).$(printf %03d $((ms % 1000)))"
+printf -v frac %03d $((ms % 1000))
+sleep "$((ms / 1000)).$frac"
 case " $CHAOS_FAIL_KEYS " in
 *" $k "*)
-  echo "end $k $tok $$ $PPID $(now) $ticks fail" >> "$CHAOS_CALLS"
+  t=${EPOCHREALTIME//[!0-9]/}
+  echo "end $k $tok $$ $PPID ${t}000 $ticks fail" >> "$CHAOS_CALLS"
   echo "chaos: induced failure of key $k" >&2
   exit 3
   ;;
 esac
-echo "end $k $tok $$ $PPID $(now) $ticks ok" >> "$CHAOS_CALLS"
+t=${EPOCHREALTIME//[!0-9]/}
+echo "end $k $tok $$ $PPID ${t}000 $ticks ok" >> "$CHAOS_CALLS"
 echo "{\"result\": $JETJOBS_KEY_SESSION_ID.5}"
 `
 
