@@ -157,6 +157,9 @@ func (o Options) validate() error {
 			problems = append(problems, fmt.Sprintf("unknown fault %q (known: %s)", f, strings.Join(FaultKinds(), ", ")))
 		}
 	}
+	if slices.Contains(o.Faults, FaultNATSNodeDown) && !o.Cluster {
+		problems = append(problems, "fault "+FaultNATSNodeDown+" needs a cluster (--cluster); with one server, use "+FaultNATSKill)
+	}
 	if len(problems) > 0 {
 		return fmt.Errorf("%w: %s", ErrUsage, strings.Join(problems, "; "))
 	}
