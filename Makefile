@@ -6,7 +6,7 @@ TEST_FLAGS ?= -race -timeout 30m
 BENCH     ?= .
 BENCHTIME ?= 1x
 
-.PHONY: help build test lint bench demo clean
+.PHONY: help build test lint bench demo chaos soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-8s %s\n", $$1, $$2}'
@@ -28,6 +28,17 @@ bench: ## run the benchmarks and print their figures (BENCH=regexp, BENCHTIME=Nx
 demo: build ## run the sample pipeline on this machine (MySQL at JETJOBS_MYSQL_DSN or a private MariaDB); Ctrl-C stops it
 	$(GO) build -o $(BIN)/demo ./demo
 	@$(BIN)/demo
+
+chaos: ## the programs under faults: 20,000 keys, NATS 2.9 alone and a current 3-node cluster, seeds 1 2 3 (SEEDS=, CHAOS_FLAGS=)
+	$(GO) build -o $(BIN)/ ./cmd/... ./internal/chaos/natsd
+	@for seed in $(or $(SEEDS),1 2 3); do for variant in "--nats 2.9" "--nats current --cluster"; do \
+	  echo "make chaos: seed $$seed $$variant"; \
+	  $(BIN)/jetjobs-chaos --bin $(BIN) --keep --seed $$seed $$variant $(CHAOS_FLAGS) || exit 1; \
+	done; done
+
+soak: ## 1,000 jobs/s for 10 minutes, sampled every 10 s: memory, goroutines, connections, stream depth, lag; says what grew
+	$(GO) build -o $(BIN)/ ./cmd/... ./internal/chaos/natsd
+	$(BIN)/jetjobs-chaos soak --bin $(BIN)
 
 clean: ## remove built binaries
 	rm -rf $(BIN)

@@ -7,6 +7,9 @@
 //     it (SIGTERM, then SIGKILL after StopTimeout), waits for it, and removes the directory.
 //   - A server never outlives the process that started it: it is started with a parent-death
 //     signal (SIGTERM), so a killed test binary or demo does not leave it running.
+//   - Halt ends the server process (any signal, SIGKILL after StopTimeout) and keeps its
+//     directory; Restart starts it again on the same data directory and the same port, so a
+//     client's DSN stays valid across the restart (the chaos tests crash and restart it).
 package mysqlserver
 
 import (
@@ -19,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -78,8 +82,11 @@ type Server struct {
 	// Binary is the server program that runs.
 	Binary string
 
-	cmd  *exec.Cmd
-	done chan struct{}
+	args []string // the server's command line, for Restart
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd     // the current process
+	done chan struct{} // closed when cmd has exited
 }
 
 // Start starts bin on a free loopback port with an empty data directory under dir (created
@@ -134,50 +141,137 @@ func Start(bin, dir string) (*Server, error) {
 		// account has no password, which is all the tests and the demo need.
 		args = append(args, "--skip-grant-tables")
 	}
-	cmd := exec.Command(bin, args...)
+	s := &Server{DSN: fmt.Sprintf("root@tcp(127.0.0.1:%d)/", port), Dir: dir, Binary: bin, args: args}
+	if err := s.launch(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// launch starts the server process and waits until it accepts connections.
+func (s *Server) launch() error {
+	logPath := filepath.Join(s.Dir, "server.log")
+	// Appended to, so that a restarted server's log follows the crashed one's.
+	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	cmd := exec.Command(s.Binary, s.args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Its own process group, so a Ctrl-C meant for the test or the demo does not reach it
 	// before they stop it; stopped by the parent-death signal if they die without Stop.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return err
 	}
-	s := &Server{DSN: fmt.Sprintf("root@tcp(127.0.0.1:%d)/", port), Dir: dir, Binary: bin, cmd: cmd, done: make(chan struct{})}
-	go func() { cmd.Wait(); close(s.done) }()
+	done := make(chan struct{})
+	s.mu.Lock()
+	s.cmd, s.done = cmd, done
+	s.mu.Unlock()
+	go func() { cmd.Wait(); close(done) }()
 	deadline := time.Now().Add(StartupTimeout)
 	for {
 		if err := Ping(s.DSN); err == nil {
-			return s, nil
+			return nil
 		}
 		select {
-		case <-s.done:
+		case <-done:
 			log, _ := os.ReadFile(logPath)
-			return nil, fmt.Errorf("%s exited during startup: %s", bin, tail(string(log), 2000))
+			return fmt.Errorf("%s exited during startup: %s", s.Binary, tail(string(log), 2000))
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			s.Stop()
-			return nil, fmt.Errorf("%s did not accept connections within %v (its log: %s)", bin, StartupTimeout, logPath)
+			s.Halt(syscall.SIGTERM)
+			return fmt.Errorf("%s did not accept connections within %v (its log: %s)", s.Binary, StartupTimeout, logPath)
 		}
 	}
 }
 
-// PID is the server's process id.
-func (s *Server) PID() int { return s.cmd.Process.Pid }
+// PID is the server's process id (of the current process, after a Restart).
+func (s *Server) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd.Process.Pid
+}
 
-// Done is closed when the server process has exited.
-func (s *Server) Done() <-chan struct{} { return s.done }
+// Done is closed when the server process has exited (the current process, after a Restart).
+func (s *Server) Done() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.done
+}
+
+// Halt sends sig to the server (SIGKILL for a crash, SIGTERM for a clean shutdown), waits for
+// it to exit, killing it after StopTimeout, and keeps its directory for Restart.
+func (s *Server) Halt(sig syscall.Signal) {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.mu.Unlock()
+	cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(StopTimeout):
+		cmd.Process.Kill()
+		<-done
+	}
+}
+
+// Restart starts a halted server again on the same data directory and port, and waits until it
+// accepts connections. It is an error while the server runs.
+func (s *Server) Restart() error {
+	select {
+	case <-s.Done():
+	default:
+		return fmt.Errorf("mysqlserver: restart %s: the server is still running (pid %d); Halt it first", s.DSN, s.PID())
+	}
+	return s.launch()
+}
+
+// Checkpoint writes every dirty InnoDB page to disk and waits until none is left. A server
+// started on an empty data directory does not survive a crash (SIGKILL) until its freshly
+// created system tablespace has been written out: MariaDB then refuses to start ("the data
+// file './ibdata1' has the wrong space ID"). Call Checkpoint once before crash tests.
+func (s *Server) Checkpoint(ctx context.Context) error {
+	db, err := sql.Open("mysql", s.DSN)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("mysqlserver: checkpoint: %w", err)
+	}
+	defer conn.Close()
+	var pct, lwm string
+	if err := conn.QueryRowContext(ctx, "SELECT @@GLOBAL.innodb_max_dirty_pages_pct, @@GLOBAL.innodb_max_dirty_pages_pct_lwm").Scan(&pct, &lwm); err != nil {
+		return fmt.Errorf("mysqlserver: checkpoint: %w", err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), "SET GLOBAL innodb_max_dirty_pages_pct = "+pct+", GLOBAL innodb_max_dirty_pages_pct_lwm = "+lwm)
+	if _, err := conn.ExecContext(ctx, "SET GLOBAL innodb_max_dirty_pages_pct = 0, GLOBAL innodb_max_dirty_pages_pct_lwm = 0.001"); err != nil {
+		return fmt.Errorf("mysqlserver: checkpoint: %w", err)
+	}
+	for {
+		var name string
+		var dirty int
+		if err := conn.QueryRowContext(ctx, "SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'").Scan(&name, &dirty); err != nil {
+			return fmt.Errorf("mysqlserver: checkpoint: %w", err)
+		}
+		if dirty == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("mysqlserver: checkpoint: %d dirty pages left: %w", dirty, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
 
 // Stop terminates the server (SIGTERM, then SIGKILL after StopTimeout), waits for it to exit
 // and removes its directory.
 func (s *Server) Stop() {
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(StopTimeout):
-		s.cmd.Process.Kill()
-		<-s.done
-	}
+	s.Halt(syscall.SIGTERM)
 	os.RemoveAll(s.Dir)
 }
 

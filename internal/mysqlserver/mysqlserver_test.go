@@ -1,6 +1,8 @@
 package mysqlserver_test
 
 import (
+	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -53,6 +55,49 @@ func TestServer(t *testing.T) {
 		}
 		if err := mysqlserver.Ping(s.DSN); err != nil {
 			t.Fatalf("ping %s: %v", s.DSN, err)
+		}
+	})
+
+	t.Run("a halted server restarts on the same port with its data", func(t *testing.T) {
+		s, err := mysqlserver.Start(bin, filepath.Join(t.TempDir(), "server"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Stop()
+		db, err := sql.Open("mysql", s.DSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		for _, q := range []string{"CREATE DATABASE kept", "CREATE TABLE kept.t (id int PRIMARY KEY)", "INSERT INTO kept.t VALUES (7)"} {
+			if _, err := db.Exec(q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		if err := s.Restart(); err == nil {
+			t.Error("Restart of a running server succeeded")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), mysqlserver.StartupTimeout)
+		defer cancel()
+		if err := s.Checkpoint(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
+			pid := s.PID()
+			s.Halt(sig)
+			if err := mysqlserver.Ping(s.DSN); err == nil {
+				t.Fatalf("the server answers after Halt(%v)", sig)
+			}
+			if err := s.Restart(); err != nil {
+				t.Fatalf("Restart after Halt(%v): %v", sig, err)
+			}
+			if s.PID() == pid {
+				t.Errorf("Restart after Halt(%v) kept pid %d", sig, pid)
+			}
+			var id int
+			if err := db.QueryRow("SELECT id FROM kept.t").Scan(&id); err != nil || id != 7 {
+				t.Fatalf("after Halt(%v) and Restart the row reads %d, %v; want 7", sig, id, err)
+			}
 		}
 	})
 
