@@ -37,6 +37,10 @@ func (w *Worker) fetchLoop(ctx context.Context, t *table) {
 		if len(msgs) < n {
 			w.releaseSlots(n - len(msgs))
 		}
+		if len(msgs) > 0 {
+			// Tell the scheduler: it refills the stream as the fleet drains it.
+			t.queue.ReportDemand(queue.Demand{Worker: w.id, Taken: len(msgs), Slots: w.opts.Concurrency})
+		}
 		if err != nil && len(msgs) == 0 {
 			if ctx.Err() != nil {
 				return

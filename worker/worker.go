@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +28,7 @@ const (
 type Worker struct {
 	opts Options
 	log  *slog.Logger
+	id   string // random, for the demand reports
 
 	slots chan struct{} // one token per running (or being reserved) job
 	// progress is signalled whenever a job's outcome was settled.
@@ -66,9 +69,12 @@ func New(opts Options) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
+	var id [8]byte
+	rand.Read(id[:])
 	w := &Worker{
 		opts:     opts,
 		log:      opts.Logger,
+		id:       hex.EncodeToString(id[:]),
 		slots:    make(chan struct{}, opts.Concurrency),
 		progress: make(chan struct{}, 1),
 		jobsDone: make(chan struct{}),
