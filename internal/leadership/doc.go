@@ -8,13 +8,14 @@
 // GET_LOCK(name, 0) on it every RetryInterval (default 1 s). The candidate that gets the lock
 // waits TakeoverDelay (default CheckInterval + CheckTimeout, 2 s) while checking the lock, then
 // leads: it runs the caller's Term (given to New) with a context that is cancelled the moment
-// the lock is lost or the elector stops. The scheduler's Term starts the table's leader-only
-// services and stops them when its context ends. While leading it checks, every CheckInterval (default 1 s), that
-// IS_USED_LOCK(name) = CONNECTION_ID() on its connection; an error, a wrong answer or a check
-// slower than CheckTimeout (default 1 s) counts as losing the lock. When the leader stops
-// (its context ends, or the function returns) it releases the lock, so a standby takes over
-// within about RetryInterval + TakeoverDelay; when the leader dies or loses its connection the
-// server releases the lock and a standby takes over the same way.
+// the lock is lost or the elector stops. (The scheduler's Term starts the table's leader-only
+// services and stops them when that context ends.) While leading it checks, every
+// CheckInterval (default 1 s), that IS_USED_LOCK(name) = CONNECTION_ID() on its connection; an
+// error, a wrong answer or a check slower than CheckTimeout (default 1 s) counts as losing the
+// lock. When the leader stops (Stop, the end of Start's context, or a Term that returns) it
+// releases the lock, so a standby takes over within about RetryInterval + TakeoverDelay; when
+// the leader dies or loses its connection the server releases the lock and a standby takes
+// over the same way.
 //
 // Start on a running elector does nothing; Stop returns once the term has returned and the
 // lock is released (or its connection closed); a stopped elector may be started again.
