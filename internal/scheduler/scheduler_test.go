@@ -199,6 +199,9 @@ func TestScheduler(t *testing.T) {
 		if n := standby.published.Load() + standby.already.Load(); n != 0 {
 			t.Errorf("the standby dispatched %d jobs", n)
 		}
+		// A pass reports what it published once it marked it, which may be just after the
+		// messages arrived.
+		waitfor.Within(t, 10*time.Second, "the leader's passes reported", func() bool { return leader.published.Load() >= 10 })
 		if n := leader.published.Load(); n != 10 {
 			t.Errorf("the leader published %d messages for 10 keys", n)
 		}
@@ -223,6 +226,7 @@ func TestScheduler(t *testing.T) {
 		if s := r2.state(b.table); s != leadership.StateLeader {
 			t.Errorf("second scheduler state %v, want leader", s)
 		}
+		waitfor.Within(t, 10*time.Second, "the new leader's passes reported", func() bool { return r2.published.Load() >= 3 })
 		if n := r2.published.Load(); n != 3 {
 			t.Errorf("the new leader published %d messages, want 3", n)
 		}
@@ -454,6 +458,9 @@ func testPublishesOnce(t *testing.T, b *bundle) {
 	if got := rcv.fetch(1, 20*time.Second); !slices.Equal(got, []int{26}) {
 		t.Fatalf("after adding subject 26, fetched %v", got)
 	}
+	// The pass that published 26 reports it once it has marked it dispatched, which may be
+	// just after the message arrived.
+	waitfor.Within(t, 10*time.Second, "the pass that published 26 reported", func() bool { return r.published.Load() >= 26 })
 	if n := r.published.Load(); n != 26 {
 		t.Errorf("scheduler published %d messages for 26 keys", n)
 	}
