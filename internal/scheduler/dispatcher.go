@@ -19,16 +19,13 @@ import (
 // next job becomes due (jobsdb's NextDue), after PollInterval at most, and at once when poked
 // by the refresher or the rescuer. A failing pass is retried with a backoff of its own.
 type dispatcher struct {
-	periodic
-	o      *Options
-	table  string
-	jobs   *jobsdb.Jobs
+	leaderService
 	target *jobsdb.Target
 	stream *queue.Table
 }
 
 func newDispatcher(o *Options, table string, log *slog.Logger, jobs *jobsdb.Jobs, stream *queue.Table) *dispatcher {
-	d := &dispatcher{o: o, table: table, jobs: jobs, target: jobs.Target(), stream: stream}
+	d := &dispatcher{leaderService: leaderService{o: o, table: table, jobs: jobs}, target: jobs.Target(), stream: stream}
 	d.init(log, d.runOnce, "dispatch failed; retrying", slog.LevelError, o.PollInterval, o.ErrorBackoffMax)
 	return d
 }

@@ -1,7 +1,6 @@
 package scheduler
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -351,25 +350,18 @@ func (b *bundle) expire(t *testing.T, id int) {
 	b.db.Exec(t, fmt.Sprintf("UPDATE `"+jobsName+"` SET lease_expires = NOW(3) - INTERVAL 1 SECOND WHERE subject_id = %d", id))
 }
 
-// logLines collects log lines.
+// logLines collects the lines of a slog text handler, which writes each record, one line, in
+// one Write.
 type logLines struct {
 	mu    sync.Mutex
-	buf   []byte
 	lines []string
 }
 
 func (w *logLines) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.buf = append(w.buf, p...)
-	for {
-		i := bytes.IndexByte(w.buf, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		w.lines = append(w.lines, string(w.buf[:i]))
-		w.buf = w.buf[i+1:]
-	}
+	w.lines = append(w.lines, strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
 }
 
 // matching returns the lines that contain every one of the strings.

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/jetjobs/jetjobs/jobsdb"
-	"github.com/jetjobs/jetjobs/tracing"
 )
 
 // refresher is the service of a table's leader that refreshes the jobs table from the key
@@ -15,24 +14,12 @@ import (
 // calls refreshed, which pokes the dispatcher (so that the new jobs are published at once)
 // and the sampler. A failing refresh is retried with a backoff of its own.
 type refresher struct {
-	periodic
-	table     string
-	jobs      *jobsdb.Jobs
-	opts      jobsdb.RefreshOptions
-	interval  time.Duration
-	metrics   *tracing.Metrics // nil: off
+	leaderService
 	refreshed func()
 }
 
 func newRefresher(o *Options, table string, log *slog.Logger, jobs *jobsdb.Jobs, refreshed func()) *refresher {
-	r := &refresher{
-		table:     table,
-		jobs:      jobs,
-		opts:      o.refreshOptions(),
-		interval:  o.Refresh.Interval,
-		metrics:   o.Telemetry.Metrics(),
-		refreshed: refreshed,
-	}
+	r := &refresher{leaderService: leaderService{o: o, table: table, jobs: jobs}, refreshed: refreshed}
 	r.init(log, r.runOnce, "refresh failed; retrying", slog.LevelError, o.PollInterval, o.ErrorBackoffMax)
 	return r
 }
@@ -40,14 +27,15 @@ func newRefresher(o *Options, table string, log *slog.Logger, jobs *jobsdb.Jobs,
 // runOnce refreshes the table once and returns when to refresh again.
 func (r *refresher) runOnce(ctx context.Context) (time.Time, error) {
 	start := time.Now()
-	res, err := r.jobs.Refresh(ctx, r.opts)
+	res, err := r.jobs.Refresh(ctx, r.o.refreshOptions())
 	if err != nil {
 		return time.Time{}, err
 	}
 	took := time.Since(start)
-	r.metrics.RefreshDone(ctx, r.table, took, res.Added, res.Removed)
+	metrics := r.o.Telemetry.Metrics()
+	metrics.RefreshDone(ctx, r.table, took, res.Added, res.Removed)
 	// Refresh recovers expired leases too, as the rescuer does.
-	r.metrics.Recovered(ctx, r.table, res.Orphaned)
+	metrics.Recovered(ctx, r.table, res.Orphaned)
 	level := slog.LevelDebug
 	if res.Added+res.Removed+res.Orphaned+res.RePended > 0 {
 		level = slog.LevelInfo
@@ -55,5 +43,5 @@ func (r *refresher) runOnce(ctx context.Context) (time.Time, error) {
 	r.log.Log(ctx, level, "refreshed", "added", res.Added, "removed", res.Removed,
 		"orphaned", res.Orphaned, "re_pended", res.RePended, "took", took.Round(time.Millisecond))
 	r.refreshed()
-	return start.Add(r.interval), nil
+	return start.Add(r.o.Refresh.Interval), nil
 }

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/jetjobs/jetjobs/jobsdb"
-	"github.com/jetjobs/jetjobs/tracing"
 )
 
 // rescuer is the service of a table's leader that returns jobs whose lease expired to pending
@@ -16,24 +15,12 @@ import (
 // dispatcher so that they are published again at once. A failing recovery is retried with a
 // backoff of its own.
 type rescuer struct {
-	periodic
-	table         string
-	jobs          *jobsdb.Jobs
-	orphanTimeout time.Duration
-	interval      time.Duration
-	metrics       *tracing.Metrics // nil: off
-	recovered     func()
+	leaderService
+	recovered func()
 }
 
 func newRescuer(o *Options, table string, log *slog.Logger, jobs *jobsdb.Jobs, recovered func()) *rescuer {
-	r := &rescuer{
-		table:         table,
-		jobs:          jobs,
-		orphanTimeout: o.OrphanTimeout,
-		interval:      o.RecoverInterval,
-		metrics:       o.Telemetry.Metrics(),
-		recovered:     recovered,
-	}
+	r := &rescuer{leaderService: leaderService{o: o, table: table, jobs: jobs}, recovered: recovered}
 	r.init(log, r.runOnce, "recovering expired leases failed; retrying", slog.LevelError, o.PollInterval, o.ErrorBackoffMax)
 	return r
 }
@@ -41,18 +28,18 @@ func newRescuer(o *Options, table string, log *slog.Logger, jobs *jobsdb.Jobs, r
 // runOnce recovers the expired leases once and returns when to look again.
 func (r *rescuer) runOnce(ctx context.Context) (time.Time, error) {
 	start := time.Now()
-	n, err := r.jobs.RecoverExpired(ctx, r.orphanTimeout)
+	n, err := r.jobs.RecoverExpired(ctx, r.o.OrphanTimeout)
 	switch {
 	case errors.Is(err, jobsdb.ErrNoJobsTable):
 		// Dropped behind our back (jobsctl drop): nothing to recover.
 	case err != nil:
 		return time.Time{}, err
 	default:
-		r.metrics.Recovered(ctx, r.table, n)
+		r.o.Telemetry.Metrics().Recovered(ctx, r.table, n)
 		if n > 0 {
 			r.log.Info("recovered jobs whose lease expired", "jobs", n)
 			r.recovered()
 		}
 	}
-	return start.Add(r.interval), nil
+	return start.Add(r.o.RecoverInterval), nil
 }

@@ -44,8 +44,8 @@ func TestRescuer(t *testing.T) {
 		if n := pokes.Load(); n != 1 {
 			t.Errorf("the dispatcher was poked %d times, want once", n)
 		}
-		if d := next.Sub(start); d < r.interval || d > r.interval+5*time.Second {
-			t.Errorf("next recovery %v after this one, want the recover interval %v", d, r.interval)
+		if d := next.Sub(start); d < r.o.RecoverInterval || d > r.o.RecoverInterval+5*time.Second {
+			t.Errorf("next recovery %v after this one, want the recover interval %v", d, r.o.RecoverInterval)
 		}
 
 		if _, err := r.runOnce(t.Context()); err != nil {

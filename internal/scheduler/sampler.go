@@ -27,12 +27,9 @@ const sampleTimeout = 10 * time.Second
 // samples without querying anything. A sample that fails leaves the last one in place and is
 // retried with a backoff of its own.
 type sampler struct {
-	periodic
-	table    string
-	jobs     *jobsdb.Jobs
-	stream   *queue.Table
-	metrics  *tracing.Metrics
-	interval time.Duration
+	leaderService
+	stream  *queue.Table
+	metrics *tracing.Metrics
 
 	mu     sync.Mutex
 	queue  []tracing.QueueSample // empty until the first successful sample
@@ -45,7 +42,7 @@ func newSampler(o *Options, table string, log *slog.Logger, jobs *jobsdb.Jobs, s
 	if m == nil {
 		return nil
 	}
-	s := &sampler{table: table, jobs: jobs, stream: stream, metrics: m, interval: o.GaugeInterval}
+	s := &sampler{leaderService: leaderService{o: o, table: table, jobs: jobs}, stream: stream, metrics: m}
 	s.init(log, s.runOnce, "sampling the table for the gauges failed; they keep their last values",
 		slog.LevelWarn, o.GaugeInterval, o.ErrorBackoffMax)
 	s.begin = s.observe
@@ -113,5 +110,5 @@ func (s *sampler) runOnce(ctx context.Context) (time.Time, error) {
 		s.depths = depths
 		s.mu.Unlock()
 	}
-	return start.Add(s.interval), errors.Join(errs...)
+	return start.Add(s.o.GaugeInterval), errors.Join(errs...)
 }

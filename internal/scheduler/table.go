@@ -13,6 +13,15 @@ import (
 	"github.com/jetjobs/jetjobs/startstop"
 )
 
+// leaderService is what every service of a table's leader holds besides its loop: the
+// options, the table's name (for logs, metrics and events) and its jobs handle.
+type leaderService struct {
+	periodic
+	o     *Options
+	table string
+	jobs  *jobsdb.Jobs
+}
+
 // table is the scheduling of one target table, a service: it inspects the target (retrying
 // while MySQL is unreachable), then campaigns for the table's lock with its elector, whose
 // term (lead) runs the leader's services.
