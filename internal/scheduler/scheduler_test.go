@@ -391,7 +391,6 @@ func TestScheduler(t *testing.T) {
 
 func TestHandler(t *testing.T) {
 	t.Parallel()
-	b := setup(t, 0)
 	get := func(h http.Handler, path string) (int, string) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
@@ -400,6 +399,8 @@ func TestHandler(t *testing.T) {
 	}
 
 	t.Run("not ready before the leadership state is known", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, 0)
 		s := New(b.fastOptions())
 		h := s.Handler()
 		if code, _ := get(h, "/healthz"); code != http.StatusOK {
@@ -414,6 +415,8 @@ func TestHandler(t *testing.T) {
 	})
 
 	t.Run("ready while running, with the metrics hook served", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, 0)
 		r := b.start(t, func(o *Options) {
 			o.Metrics = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "jetjobs_up 1\n") })
 		})
@@ -431,6 +434,8 @@ func TestHandler(t *testing.T) {
 	})
 
 	t.Run("not ready when NATS is disconnected", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, 0)
 		nc := connect(t, natstest.Embedded(t).ClientURL())
 		opts := b.fastOptions()
 		opts.NATS = nc
