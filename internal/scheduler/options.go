@@ -176,10 +176,11 @@ func (o Options) withDefaults() Options {
 	if o.Refresh.Interval <= 0 {
 		o.Refresh.Interval = RefreshIntervalDefault
 	}
-	if o.Refresh.Priority == nil {
-		priority := jobsdb.PriorityDefault
-		o.Refresh.Priority = &priority
+	priority := jobsdb.PriorityDefault
+	if o.Refresh.Priority != nil {
+		priority = *o.Refresh.Priority
 	}
+	o.Refresh.Priority = &priority // a copy: the caller's variable may change
 	if o.PollInterval <= 0 {
 		o.PollInterval = PollIntervalDefault
 	}
