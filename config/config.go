@@ -22,6 +22,7 @@ import (
 
 	"github.com/jetjobs/jetjobs/jobsdb"
 	"github.com/jetjobs/jetjobs/queue"
+	"github.com/jetjobs/jetjobs/worker"
 )
 
 // Defaults. The jobs defaults are DataJoint's (config.jobs.*) where DataJoint has the key.
@@ -39,8 +40,8 @@ const (
 	DefaultVersionMethod   = VersionNone
 	DefaultOrphanTimeout   = 0 * time.Second
 	DefaultLeaseDuration   = jobsdb.LeaseDurationDefault
-	DefaultMaxAttempts     = 3
-	DefaultRetryBackoff    = 10 * time.Second
+	DefaultMaxAttempts     = worker.MaxAttemptsDefault
+	DefaultRetryBackoff    = worker.RetryBackoffDefault
 	DefaultRefreshInterval = 60 * time.Second
 )
 
