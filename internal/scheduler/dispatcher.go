@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jetjobs/jetjobs/jobsdb"
@@ -12,22 +13,82 @@ import (
 )
 
 // dispatcher is the service of a table's leader that publishes due jobs to the table's
-// stream. Each pass repairs the stream and reads how much room the dispatch window leaves,
-// publishes every due pending job that needs a message (jobsdb's DueForDispatch: never
-// published, published longer than RedispatchAfter ago, or whose priority's messages are gone
-// from the stream), marks them dispatched and wakes idle workers. It passes again when the
-// next job becomes due (jobsdb's NextDue), after PollInterval at most, and at once when poked
-// by the refresher or the rescuer. A failing pass is retried with a backoff of its own.
+// stream, and keeps it fed as workers drain it.
+//
+// A pass reads how much room the dispatch window leaves, publishes due pending jobs that need
+// a message (jobsdb's DueForDispatch: never published, published longer than RedispatchAfter
+// ago, or whose priority's messages are gone from the stream), marks them dispatched and wakes
+// idle workers. Passes come when workers report demand (each fetch that brought messages), when
+// the refresher or the rescuer pokes, when the next job becomes due (jobsdb's NextDue), and
+// after PollInterval at most: so no pass sleeps while due jobs wait and the stream has room.
+//
+// The window is sized by the fleet: WindowPerSlot messages per slot of the workers that
+// reported demand within DemandTTL, at least BatchSize and at most DispatchWindow (all of it
+// before any worker reported). A pass counts the stream's messages with one cheap read; every
+// RepairInterval it reads the consumers too, to repair the stream and learn which priorities
+// still hold messages. A failing pass is retried with a backoff of its own.
 type dispatcher struct {
 	leaderService
 	target *jobsdb.Target
 	stream *queue.Table
+
+	mu    sync.Mutex
+	fleet map[string]fleetWorker // by worker id, from the demand reports
+
+	// Owned by the pass in progress.
+	repairedAt time.Time // when the consumers were last read
+	busy       []int     // the priorities holding messages then (nil: unknown)
+}
+
+// fleetWorker is what the demand reports of one worker said last.
+type fleetWorker struct {
+	slots int
+	seen  time.Time
 }
 
 func newDispatcher(o *Options, table string, log *slog.Logger, jobs *jobsdb.Jobs, stream *queue.Table) *dispatcher {
 	d := &dispatcher{leaderService: leaderService{o: o, table: table, jobs: jobs}, target: jobs.Target(), stream: stream}
 	d.init(log, d.runOnce, "dispatch failed; retrying", slog.LevelError, o.PollInterval, o.ErrorBackoffMax)
+	d.begin = d.followDemand
 	return d
+}
+
+// followDemand subscribes to the workers' demand reports for the service's run: each one
+// records the worker's slots and pokes a pass.
+func (d *dispatcher) followDemand() (end func()) {
+	d.mu.Lock()
+	d.fleet = make(map[string]fleetWorker)
+	d.mu.Unlock()
+	d.repairedAt, d.busy = time.Time{}, nil
+	sub, err := d.stream.SubscribeDemand(func(q queue.Demand) {
+		d.mu.Lock()
+		d.fleet[q.Worker] = fleetWorker{slots: q.Slots, seen: time.Now()}
+		d.mu.Unlock()
+		d.Poke()
+	})
+	if err != nil {
+		d.log.Warn("cannot follow the workers' demand; the stream is refilled every poll interval", "err", err)
+		return func() {}
+	}
+	return func() { _ = sub.Unsubscribe() } // fails only on a closed connection
+}
+
+// window is how many messages the stream may hold: sized by the fleet's slots.
+func (d *dispatcher) window() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	slots := 0
+	for id, w := range d.fleet {
+		if time.Since(w.seen) > DemandTTL {
+			delete(d.fleet, id)
+			continue
+		}
+		slots += w.slots
+	}
+	if slots == 0 {
+		return d.o.DispatchWindow
+	}
+	return min(max(WindowPerSlot*slots, d.o.BatchSize), d.o.DispatchWindow)
 }
 
 // pass is what one dispatch pass did.
@@ -52,14 +113,19 @@ func (d *dispatcher) runOnce(ctx context.Context) (time.Time, error) {
 func (d *dispatcher) dispatch(ctx context.Context) (time.Time, error) {
 	p := &pass{DispatchEvent: DispatchEvent{Table: d.table}}
 	defer d.report(ctx, p)
-	busy, room := d.health(ctx)
-	p.room = room
+	window := d.window()
+	p.room = d.room(ctx, window)
+	if p.room < min(d.o.BatchSize, window/refillFraction) {
+		// Full enough: the next demand report (or the poll) brings the next pass.
+		return time.Now().Add(d.o.PollInterval), nil
+	}
+	lostAfter := time.Since(d.repairedAt) + LostAfter
 	for range MaxBatchesPerPass {
 		if p.room <= 0 {
-			break
+			return time.Now().Add(d.o.PollInterval), nil // a backlog waits for room
 		}
 		limit := min(d.o.BatchSize, p.room)
-		n, err := d.batch(ctx, p, limit, busy)
+		n, err := d.batch(ctx, p, limit, lostAfter)
 		if err != nil {
 			return time.Time{}, err
 		}
@@ -70,30 +136,38 @@ func (d *dispatcher) dispatch(ctx context.Context) (time.Time, error) {
 	return d.nextWake(ctx)
 }
 
-// health repairs the table's stream (removing messages no consumer would deliver) and returns
-// which priorities still hold messages and how many more may be published before the stream
-// holds DispatchWindow waiting ones. When the stream cannot be read, busy is nil (nothing is
-// presumed lost) and the window is not enforced: MySQL's dispatched_time still keeps one
-// message per job.
-func (d *dispatcher) health(ctx context.Context) (busy []int, room int) {
-	window := d.o.DispatchWindow
+// room is how many more messages the window takes. Every RepairInterval it repairs the stream
+// (removing messages no consumer would deliver) and learns which priorities still hold
+// messages; in between it counts the stream's messages only. When the stream cannot be read,
+// nothing is presumed lost and the window is not enforced: MySQL's dispatched_time still keeps
+// one message per job.
+func (d *dispatcher) room(ctx context.Context, window int) int {
+	if time.Since(d.repairedAt) < RepairInterval {
+		n, err := d.stream.Messages(ctx)
+		if err == nil {
+			return window - int(n)
+		}
+	}
+	d.repairedAt = time.Now()
 	h, purged, err := d.stream.Repair(ctx)
 	if err != nil {
+		d.busy = nil
 		d.log.Debug("reading the stream's state failed; publishing without a window", "err", err)
-		return nil, window
+		return window
 	}
 	if purged > 0 {
 		d.log.Warn("removed messages that no consumer would deliver (left behind by a NATS server crash, or not published by jetjobs); their jobs are published again",
 			"messages", purged)
 	}
-	return h.Busy(), window - int(h.Waiting())
+	d.busy = h.Busy()
+	return window - int(h.Messages)
 }
 
 // batch publishes up to limit due jobs and marks them dispatched. It returns how many due
 // jobs it found: fewer than limit means there are no more.
-func (d *dispatcher) batch(ctx context.Context, p *pass, limit int, busy []int) (int, error) {
+func (d *dispatcher) batch(ctx context.Context, p *pass, limit int, lostAfter time.Duration) (int, error) {
 	due, err := d.jobs.DueForDispatch(ctx, jobsdb.DueFilter{
-		Limit: limit, RedispatchAfter: d.o.RedispatchAfter, Busy: busy, LostAfter: LostAfter,
+		Limit: limit, RedispatchAfter: d.o.RedispatchAfter, Busy: d.busy, LostAfter: lostAfter,
 	})
 	if err != nil {
 		return 0, fmt.Errorf("find due jobs: %w", err)

@@ -5,6 +5,9 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/jetjobs/jetjobs/internal/waitfor"
+	"github.com/jetjobs/jetjobs/queue"
 )
 
 // dispatcherFixture is a table with subjects 1..subjects, all pending, and its dispatcher,
@@ -66,7 +69,7 @@ func TestDispatcher(t *testing.T) {
 		}
 	})
 
-	t.Run("respects the dispatch window and fills it as workers take messages", func(t *testing.T) {
+	t.Run("respects the dispatch window and fills it as workers finish messages", func(t *testing.T) {
 		t.Parallel()
 		d, b, events := dispatcherFixture(t, 12, func(o *Options) { o.DispatchWindow = 5 })
 		if ev := d.passOnce(t, events); ev.Published != 5 {
@@ -79,14 +82,63 @@ func TestDispatcher(t *testing.T) {
 			t.Fatalf("%d jobs dispatched, %d messages waiting; want 5 and 5", n, w)
 		}
 		rcv := b.receiver(t)
-		if got := rcv.fetch(3, 10*time.Second); len(got) != 3 {
+		got := rcv.fetch(3, 10*time.Second)
+		if len(got) != 3 {
 			t.Fatalf("fetched %v, want 3 messages", got)
 		}
+		// Taken, they still count: a worker holds them until their jobs are recorded.
+		if ev := d.passOnce(t, events); ev.Published != 0 {
+			t.Errorf("with 3 messages taken but not acked, a pass published %d, want 0", ev.Published)
+		}
+		for _, id := range got {
+			rcv.ack(id)
+		}
+		waitfor.True(t, "the acks to reach the stream", func() bool { return b.inStream(t) == 2 })
 		if ev := d.passOnce(t, events); ev.Published != 3 {
-			t.Errorf("after workers took 3 messages, a pass published %d, want 3", ev.Published)
+			t.Errorf("after workers finished 3 messages, a pass published %d, want 3", ev.Published)
 		}
 		if n, w := b.dispatched(t), b.waiting(t); n != 8 || w != 5 {
 			t.Errorf("%d jobs dispatched, %d messages waiting; want 8 and 5", n, w)
+		}
+	})
+
+	t.Run("sizes the window by the slots of the workers that report demand", func(t *testing.T) {
+		t.Parallel()
+		d, b, events := dispatcherFixture(t, 30, func(o *Options) { o.DispatchWindow, o.BatchSize = 100, 2 })
+		end := d.followDemand()
+		defer end()
+		if w := d.window(); w != 100 {
+			t.Fatalf("window %d before any worker reported, want all of DispatchWindow", w)
+		}
+		if err := b.stream.ReportDemand(queue.Demand{Worker: "w1", Taken: 1, Slots: 2}); err != nil {
+			t.Fatal(err)
+		}
+		waitfor.True(t, "the report to arrive", func() bool { return d.window() == WindowPerSlot*2 })
+		if ev := d.passOnce(t, events); ev.Published != WindowPerSlot*2 {
+			t.Errorf("a pass published %d, want the window of %d messages for 2 slots", ev.Published, WindowPerSlot*2)
+		}
+	})
+
+	t.Run("a worker's demand report brings a pass at once, not after the poll interval", func(t *testing.T) {
+		t.Parallel()
+		d, b, _ := dispatcherFixture(t, 12, func(o *Options) { o.DispatchWindow, o.PollInterval = 5, time.Hour })
+		if err := d.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		rcv := b.receiver(t)
+		first := rcv.fetch(5, 10*time.Second)
+		if len(first) != 5 {
+			t.Fatalf("fetched %v, want the first window of 5", first)
+		}
+		for _, id := range first {
+			rcv.ack(id)
+		}
+		waitfor.True(t, "the acks to reach the stream", func() bool { return b.inStream(t) == 0 })
+		if err := b.stream.ReportDemand(queue.Demand{Worker: "w1", Taken: 5, Slots: 5}); err != nil {
+			t.Fatal(err)
+		}
+		if got := rcv.fetch(5, 10*time.Second); len(got) != 5 {
+			t.Errorf("after the demand report, fetched %v, want the next 5", got)
 		}
 	})
 

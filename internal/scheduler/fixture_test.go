@@ -385,3 +385,13 @@ func attr(line, key string) string {
 	}
 	return strings.Trim(strings.Fields(rest)[0], `"`)
 }
+
+// inStream counts the messages in the table's stream, waiting or delivered and not acked.
+func (b *bundle) inStream(t *testing.T) uint64 {
+	t.Helper()
+	n, err := b.stream.Messages(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

@@ -42,12 +42,26 @@ const (
 	// PublishTimeoutDefault bounds one batch's publish, so a NATS server that stopped
 	// answering cannot stall the dispatcher.
 	PublishTimeoutDefault = 30 * time.Second
-	// LostAfter is how long after its publish a pending job whose priority has no message left
-	// in the stream (none waiting, none delivered and unacked) is published again: its message
-	// is gone (a deleted, purged or restarted stream; an ack that landed after the job went
-	// back to pending). Only this scheduler publishes for the table, and it reads the stream
-	// after its own publishes, so this only guards against an overlapping former leader.
+	// LostAfter is how long before the dispatcher last read the stream's consumers a pending job
+	// whose priority had no message left (none waiting, none delivered and unacked) must have
+	// been published, to be published again: its message is gone (a deleted, purged or
+	// restarted stream; an ack that landed after the job went back to pending). Only this
+	// scheduler publishes for the table, so this only guards against an overlapping former
+	// leader.
 	LostAfter = time.Second
+	// RepairInterval is how often the dispatcher reads the stream's consumers (to repair the
+	// stream and find priorities whose messages are gone); in between a pass reads only the
+	// stream's message count, which stays cheap on a deep stream.
+	RepairInterval = time.Second
+	// WindowPerSlot sizes the dispatch window: this many messages per slot of the workers
+	// that report demand, so that every slot finds its next job waiting while a refill is on
+	// its way, and no more: a deep stream costs the servers, and blunts priorities.
+	WindowPerSlot = 4
+	// DemandTTL is how long a worker counts towards the window after its last demand report.
+	DemandTTL = 10 * time.Second
+	// refillFraction: a pass publishes only when the window has room for a batch or for this
+	// fraction of the window, so that a fed stream is topped up in batches, not job by job.
+	refillFraction = 4
 	// GaugeIntervalDefault is how often a table's leader samples its jobs table and stream
 	// for the gauges when metrics are on.
 	GaugeIntervalDefault = 5 * time.Second
@@ -142,8 +156,10 @@ type Options struct {
 	RedispatchAfter time.Duration
 	// BatchSize of dispatch. Default BatchSizeDefault (1000).
 	BatchSize int
-	// DispatchWindow is the most messages left waiting in a table's stream before the
-	// scheduler stops publishing until workers drain it. Default DispatchWindowDefault.
+	// DispatchWindow is the most messages a table's stream holds (waiting, or delivered and
+	// not yet acked) before the scheduler stops publishing until workers drain it; the
+	// window is WindowPerSlot per slot of the reporting workers, up to this. Default
+	// DispatchWindowDefault.
 	DispatchWindow int
 	// ErrorBackoffMax caps the wait between retries of a failing step. Default
 	// ErrorBackoffMaxDefault (10 s).
