@@ -42,8 +42,17 @@ const (
 	DefaultLeaseDuration   = jobsdb.LeaseDurationDefault
 	DefaultMaxAttempts     = worker.MaxAttemptsDefault
 	DefaultRetryBackoff    = worker.RetryBackoffDefault
-	DefaultRefreshInterval = 60 * time.Second
+	DefaultRefreshInterval = jobsdb.RefreshIntervalDefault
+	DefaultMaxOpenConns    = jobsdb.MaxOpenConnsDefault
+	DefaultStorage         = string(queue.StorageDefault)
+	DefaultDispatchWindow  = queue.WindowDefault
+	DefaultRecordBatch     = worker.RecordBatchDefault
+	DefaultRecordDelay     = worker.RecordDelayDefault
 )
+
+// maxRecordBatch bounds jobs.record_batch: a transaction of more outcomes holds more locks
+// for longer and gains nothing (jobsdb splits statements at 1,000 keys anyway).
+const maxRecordBatch = 10000
 
 // Version methods for jobs.version_method.
 const (
@@ -73,6 +82,9 @@ type Config struct {
 type MySQL struct {
 	// DSN in go-sql-driver form, e.g. "root@tcp(127.0.0.1:3306)/". Default DefaultMySQLDSN.
 	DSN string `json:"dsn"`
+	// MaxOpenConns is the most connections a program keeps to MySQL: 2–4× the database's
+	// cores keeps it busy without queueing statements inside it. Default DefaultMaxOpenConns.
+	MaxOpenConns int `json:"max_open_conns"`
 }
 
 // NATS is the connection to the NATS server with JetStream that dispatches due jobs.
@@ -95,6 +107,13 @@ type NATS struct {
 	// AckWait is how long a fetched message stays invisible before JetStream redelivers it;
 	// workers send InProgress every AckWait/3 while a job runs. Default DefaultAckWait.
 	AckWait Seconds `json:"ack_wait"`
+	// Storage of each stream, "file" or "memory", decided by the scheduler: memory costs the
+	// server less per message and loses the messages when it restarts (the scheduler then
+	// publishes every due job again at once). Default DefaultStorage.
+	Storage string `json:"storage"`
+	// DispatchWindow is the most messages the scheduler keeps in a table's stream; within
+	// it, the window follows the workers' slots. Default DefaultDispatchWindow.
+	DispatchWindow int `json:"dispatch_window"`
 }
 
 // Jobs holds DataJoint's config.jobs keys and jetjobs' own job settings.
@@ -131,6 +150,12 @@ type Jobs struct {
 	// RefreshInterval is how often the scheduler refreshes each table from its key source
 	// when AutoRefresh is on. Default 60 s.
 	RefreshInterval Seconds `json:"refresh_interval"`
+	// RecordBatch is the most outcomes a worker records in one transaction. Default
+	// DefaultRecordBatch.
+	RecordBatch int `json:"record_batch"`
+	// RecordDelay is the longest a finished job waits for others to join its batch. Default
+	// DefaultRecordDelay.
+	RecordDelay Seconds `json:"record_delay"`
 }
 
 // Table is one target table.
@@ -177,12 +202,14 @@ func (s Seconds) MarshalJSON() ([]byte, error) {
 // Default returns the configuration with every default filled in.
 func Default() Config {
 	return Config{
-		MySQL: MySQL{DSN: DefaultMySQLDSN},
+		MySQL: MySQL{DSN: DefaultMySQLDSN, MaxOpenConns: DefaultMaxOpenConns},
 		NATS: NATS{
-			URL:           DefaultNATSURL,
-			SubjectPrefix: DefaultSubjectPrefix,
-			Replicas:      DefaultReplicas,
-			AckWait:       Seconds(DefaultAckWait),
+			URL:            DefaultNATSURL,
+			SubjectPrefix:  DefaultSubjectPrefix,
+			Replicas:       DefaultReplicas,
+			AckWait:        Seconds(DefaultAckWait),
+			Storage:        DefaultStorage,
+			DispatchWindow: DefaultDispatchWindow,
 		},
 		Jobs: Jobs{
 			DefaultPriority: DefaultPriority,
@@ -195,6 +222,8 @@ func Default() Config {
 			MaxAttempts:     DefaultMaxAttempts,
 			RetryBackoff:    Seconds(DefaultRetryBackoff),
 			RefreshInterval: Seconds(DefaultRefreshInterval),
+			RecordBatch:     DefaultRecordBatch,
+			RecordDelay:     Seconds(DefaultRecordDelay),
 		},
 	}
 }
@@ -382,6 +411,21 @@ func (c *Config) Validate() error {
 	}
 	if c.Jobs.RefreshInterval.Duration() < time.Second {
 		bad("jobs.refresh_interval %v must be at least 1 second", c.Jobs.RefreshInterval.Duration())
+	}
+	if c.MySQL.MaxOpenConns < 1 {
+		bad("mysql.max_open_conns %d must be at least 1", c.MySQL.MaxOpenConns)
+	}
+	if c.NATS.Storage != string(queue.StorageFile) && c.NATS.Storage != string(queue.StorageMemory) {
+		bad("nats.storage %q must be %q or %q", c.NATS.Storage, queue.StorageFile, queue.StorageMemory)
+	}
+	if c.NATS.DispatchWindow < 1 {
+		bad("nats.dispatch_window %d must be at least 1", c.NATS.DispatchWindow)
+	}
+	if c.Jobs.RecordBatch < 1 || c.Jobs.RecordBatch > maxRecordBatch {
+		bad("jobs.record_batch %d must be 1..%d", c.Jobs.RecordBatch, maxRecordBatch)
+	}
+	if c.Jobs.RecordDelay.Duration() <= 0 || c.Jobs.RecordDelay.Duration() > time.Second {
+		bad("jobs.record_delay %v must be more than 0 and at most 1 second", c.Jobs.RecordDelay.Duration())
 	}
 	seen := map[string]bool{}
 	for i, t := range c.Tables {

@@ -21,6 +21,11 @@ type DueFilter struct {
 	// again. Nil: nothing is known of the stream; only RedispatchAfter applies.
 	Busy      []int
 	LostAfter time.Duration
+	// After, when not nil, returns only jobs after this one in dispatch order (priority,
+	// scheduled_time, key): a publisher that went through the due jobs up to it continues
+	// from there without reading them again. Jobs that became due before it meanwhile (a
+	// released or recovered job keeps its scheduled_time) are found by a pass without After.
+	After *Job
 }
 
 // DueForDispatch returns due pending jobs that need a publish: never published since they
@@ -37,6 +42,9 @@ func (j *Jobs) DueForDispatch(ctx context.Context, f DueFilter) ([]Job, error) {
 	}
 	var jobs []Job
 	for _, p := range priorities {
+		if f.After != nil && p < f.After.Priority {
+			continue
+		}
 		want := 0
 		if f.Limit > 0 {
 			want = f.Limit - len(jobs)
@@ -44,7 +52,7 @@ func (j *Jobs) DueForDispatch(ctx context.Context, f DueFilter) ([]Job, error) {
 				break
 			}
 		}
-		c := dueConds(f, p)
+		c := j.stmt.dueConds(f, p)
 		lim, args := limit(want, c.args)
 		some, err := j.queryJobs(ctx, j.stmt.selectJobs, c.where()+j.stmt.orderDue+lim, args, false)
 		if err != nil {
@@ -112,4 +120,56 @@ func (j *Jobs) NextDue(ctx context.Context) (t time.Time, ok bool, err error) {
 		}
 	}
 	return earliest.Time, earliest.Valid, nil
+}
+
+// ExplainDueForDispatch returns MySQL's plan of the statements DueForDispatch and NextDue run
+// (for the most urgent pending priority), one line each: "type key rows extra". Benchmarks
+// print it to show the statements stay on the index however large the table.
+func (j *Jobs) ExplainDueForDispatch(ctx context.Context) ([]string, error) {
+	priorities, err := j.pendingPriorities(ctx)
+	if err != nil || len(priorities) == 0 {
+		return nil, err
+	}
+	p := priorities[0]
+	c := j.stmt.dueConds(DueFilter{Limit: maxKeysPerStatement, RedispatchAfter: time.Minute, Busy: []int{}}, p)
+	lim, args := limit(maxKeysPerStatement, c.args)
+	statements := []struct {
+		name string
+		sql  string
+		args []any
+	}{
+		{"due", j.stmt.selectJobs.jetjobs + c.where() + j.stmt.orderDue + lim, args},
+		{"next priority", j.stmt.nextPriority, []any{PriorityMin - 1}},
+		{"next due", j.stmt.nextDueOf, []any{p}},
+	}
+	var lines []string
+	for _, s := range statements {
+		rows, err := j.db.QueryContext(ctx, "EXPLAIN "+s.sql, s.args...)
+		if err != nil {
+			return nil, fmt.Errorf("jobsdb: explain %s: %w", s.name, err)
+		}
+		cols, _ := rows.Columns()
+		for rows.Next() {
+			vals := make([]sql.NullString, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			field := func(name string) string {
+				for i, c := range cols {
+					if c == name && vals[i].Valid {
+						return vals[i].String
+					}
+				}
+				return "-"
+			}
+			lines = append(lines, fmt.Sprintf("%s: type=%s key=%s rows=%s extra=%s", s.name, field("type"), field("key"), field("rows"), field("Extra")))
+		}
+		rows.Close()
+	}
+	return lines, nil
 }

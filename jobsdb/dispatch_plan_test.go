@@ -18,7 +18,7 @@ func TestDispatchStatementsUseTheIndex(t *testing.T) {
 		"ANALYZE TABLE {jobs}")
 	filter := DueFilter{Limit: 1000, RedispatchAfter: time.Minute, Busy: []int{1}, LostAfter: time.Second}
 	for _, p := range []int{0, 1} {
-		c := dueConds(filter, p)
+		c := f.jobs.stmt.dueConds(filter, p)
 		lim, args := limit(filter.Limit, c.args)
 		q := f.jobs.stmt.selectJobs.jetjobs + c.where() + f.jobs.stmt.orderDue + lim
 		var id, selectType, table, typ string
@@ -55,4 +55,48 @@ func deref(s *string) string {
 		return "NULL"
 	}
 	return *s
+}
+
+// Continuing after a job reads from there on: the index entries before it are not read.
+func TestDueForDispatchAfterAJob(t *testing.T) {
+	t.Parallel()
+	f := setupSimple(t, 20000, Options{})
+	f.refresh(t, RefreshOptions{}) // 20,000 jobs, all due at the same time
+	f.exec(t, "ANALYZE TABLE {jobs}")
+	first, err := f.jobs.DueForDispatch(f.ctx, DueFilter{Limit: 15000})
+	if err != nil || len(first) != 15000 {
+		t.Fatalf("due: %d jobs, %v", len(first), err)
+	}
+	last := first[len(first)-1]
+	next, err := f.jobs.DueForDispatch(f.ctx, DueFilter{Limit: 10, After: &last})
+	if err != nil || len(next) != 10 || next[0].Key[0] != int64(15001) {
+		t.Fatalf("after job %v: %d jobs from %v, %v; want 10 from 15001", last.Key, len(next), next, err)
+	}
+
+	conn, err := f.sql.Conn(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := f.jobs.stmt.dueConds(DueFilter{After: &last}, last.Priority)
+	lim, args := limit(10, c.args)
+	q := f.jobs.stmt.selectJobs.jetjobs + c.where() + f.jobs.stmt.orderDue + lim
+	if _, err := conn.ExecContext(f.ctx, "FLUSH STATUS"); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := conn.QueryContext(f.ctx, q, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+	}
+	rows.Close()
+	var name string
+	var read int
+	if err := conn.QueryRowContext(f.ctx, "SHOW SESSION STATUS LIKE 'Handler_read_next'").Scan(&name, &read); err != nil {
+		t.Fatal(err)
+	}
+	if read > 100 {
+		t.Errorf("reading 10 jobs after the 15,000th read %d index entries: the statement scans instead of seeking\n%s", read, q)
+	}
 }

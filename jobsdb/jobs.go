@@ -25,6 +25,9 @@ const (
 	// refresh's: MySQL answers these in milliseconds, so a statement still running after this
 	// long is stuck behind a partition, a lock or a dead server, and is abandoned.
 	StatementTimeoutDefault = 30 * time.Second
+	// RefreshIntervalDefault is how often a scheduler refreshes a table from its key source
+	// by default: a rescan costs about 2 s of MySQL time per million keys.
+	RefreshIntervalDefault = time.Minute
 	// RefreshTimeoutDefault bounds each set-based statement of a refresh, which reads the
 	// whole key source (about 5 s per million keys on a small server).
 	RefreshTimeoutDefault = 10 * time.Minute

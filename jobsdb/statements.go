@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // This file holds every SQL statement jobsdb runs, each under a name. The other files run
@@ -165,6 +166,7 @@ type statements struct {
 	selectJob  jobsSelect // with error_stack, WHERE the key (Get)
 	orderJobs  string
 	orderDue   string // within one priority
+	dueAfter   string // within one priority, after a (scheduled_time, key): dueAfterArgs
 }
 
 // jobsSelect is a SELECT of jobs in two spellings: for an adopted jobs table, and for one that
@@ -300,6 +302,7 @@ func newStatements(t *Target) *statements {
 	// The order workers take jobs in, then the key for a stable listing.
 	s.orderJobs = " ORDER BY `priority`, `scheduled_time`, " + keys
 	s.orderDue = " ORDER BY `scheduled_time`, " + keys
+	s.dueAfter = afterCondition(t)
 	return s
 }
 
@@ -600,12 +603,46 @@ func (t *Target) filterConds(f Filter) (*conds, error) {
 	return c, nil
 }
 
+// afterCondition is "(scheduled_time, key…) > (?, ?…)" spelled out lexicographically:
+// "`scheduled_time` > ? OR (`scheduled_time` = ? AND `a` > ?) OR (… AND `a` = ? AND `b` > ?)".
+// MariaDB seeks a range of the status index for this form, where it would scan for the row
+// constructor.
+func afterCondition(t *Target) string {
+	cols := []string{"`scheduled_time`"}
+	for _, c := range t.KeyColumns {
+		cols = append(cols, quoteIdent(c.Name))
+	}
+	terms := make([]string, len(cols))
+	for i := range cols {
+		var parts []string
+		for _, eq := range cols[:i] {
+			parts = append(parts, eq+" = ?")
+		}
+		parts = append(parts, cols[i]+" > ?")
+		terms[i] = "(" + strings.Join(parts, " AND ") + ")"
+	}
+	return "(" + strings.Join(terms, " OR ") + ")"
+}
+
+// afterArgs are the arguments of afterCondition for the position (scheduled, key).
+func afterArgs(scheduled time.Time, key Key) []any {
+	values := append([]any{scheduled}, key...)
+	var args []any
+	for i := range values {
+		args = append(args, values[:i+1]...)
+	}
+	return args
+}
+
 // dueConds are the conditions of DueForDispatch within one priority: due pending jobs never
 // published since they became pending, or published and presumed lost (see DueFilter). Each
 // is a range of the (status, priority, scheduled_time) index.
-func dueConds(f DueFilter, priority int) *conds {
+func (s *statements) dueConds(f DueFilter, priority int) *conds {
 	c := &conds{}
 	c.add("`status` = 'pending' AND `priority` = ? AND `scheduled_time` <= NOW(3)", priority)
+	if f.After != nil && f.After.Priority == priority {
+		c.add(s.dueAfter, afterArgs(f.After.ScheduledTime, f.After.Key)...)
+	}
 	republishAfter := f.RedispatchAfter
 	if f.Busy != nil && !slices.Contains(f.Busy, priority) {
 		republishAfter = f.LostAfter // its messages are gone from the stream

@@ -21,6 +21,12 @@ const (
 	DefaultReplicas      = 1
 	DefaultAckWait       = 30 * time.Second
 	DefaultMaxAckPending = 10000
+	// WindowDefault is the most messages a table's stream should hold, waiting or delivered
+	// and unacked: a publisher keeps the stream below it, so a backlog of millions stays in
+	// MySQL (where it is cheap) and JetStream holds what workers will take soon. Servers slow
+	// down with tens of thousands of messages waiting (pulls walk them), and priorities stay
+	// sharp: a newly due urgent job never queues behind a million published ones.
+	WindowDefault = 20000
 )
 
 // consumerRecheckInterval is how long Publish trusts that a priority's consumer exists before

@@ -31,11 +31,12 @@ func CheckDSN(dsn string) error {
 	return nil
 }
 
-// OpenDB opens the MySQL pool (jobsdb.Open), retrying with exponential backoff until MySQL
+// OpenDB opens the MySQL pool (jobsdb.Open) of cfg, of cfg.MaxOpenConns connections, retrying with exponential backoff until MySQL
 // answers or ctx ends, and logging each failed attempt. A DSN that does not parse, and an
 // answer that retrying cannot change (bad credentials, unknown database), are final usage
 // errors.
-func OpenDB(ctx context.Context, dsn string, log *slog.Logger) (*sql.DB, error) {
+func OpenDB(ctx context.Context, cfg config.MySQL, log *slog.Logger) (*sql.DB, error) {
+	dsn := cfg.DSN
 	if err := CheckDSN(dsn); err != nil {
 		return nil, err
 	}
@@ -46,6 +47,10 @@ func OpenDB(ctx context.Context, dsn string, log *slog.Logger) (*sql.DB, error) 
 		db, err := jobsdb.Open(ctx, dsn)
 		if jobsdb.Classify(err) == jobsdb.FailureSchema {
 			return nil, backoff.Permanent(&UsageError{Err: fmt.Errorf("open MySQL: %w", err)})
+		}
+		if err == nil && cfg.MaxOpenConns > 0 {
+			db.SetMaxOpenConns(cfg.MaxOpenConns)
+			db.SetMaxIdleConns(cfg.MaxOpenConns)
 		}
 		return db, err
 	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0), backoff.WithNotify(func(err error, next time.Duration) {

@@ -54,6 +54,7 @@ func QueueConfig(cfg config.Config) queue.Config {
 		Prefix:   cfg.NATS.SubjectPrefix,
 		Replicas: cfg.NATS.Replicas,
 		AckWait:  cfg.NATS.AckWait.Duration(),
+		Storage:  queue.Storage(cfg.NATS.Storage),
 	}
 }
 

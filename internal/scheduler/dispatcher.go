@@ -36,8 +36,10 @@ type dispatcher struct {
 	fleet map[string]fleetWorker // by worker id, from the demand reports
 
 	// Owned by the pass in progress.
-	repairedAt time.Time // when the consumers were last read
-	busy       []int     // the priorities holding messages then (nil: unknown)
+	repairedAt time.Time   // when the consumers were last read
+	busy       []int       // the priorities holding messages then (nil: unknown)
+	cursor     *jobsdb.Job // the last job published, while a backlog is worked through
+	fromHead   time.Time   // when a pass last read the due jobs from the most urgent one
 }
 
 // fleetWorker is what the demand reports of one worker said last.
@@ -120,6 +122,14 @@ func (d *dispatcher) dispatch(ctx context.Context) (time.Time, error) {
 		return time.Now().Add(d.o.PollInterval), nil
 	}
 	lostAfter := time.Since(d.repairedAt) + LostAfter
+	if time.Since(d.fromHead) >= RepairInterval {
+		// Jobs that became due before the cursor meanwhile (released, recovered, lost
+		// messages) are found from the head, every RepairInterval.
+		d.cursor = nil
+	}
+	if d.cursor == nil {
+		d.fromHead = time.Now()
+	}
 	for range MaxBatchesPerPass {
 		if p.room <= 0 {
 			return time.Now().Add(d.o.PollInterval), nil // a backlog waits for room
@@ -167,16 +177,25 @@ func (d *dispatcher) room(ctx context.Context, window int) int {
 // jobs it found: fewer than limit means there are no more.
 func (d *dispatcher) batch(ctx context.Context, p *pass, limit int, lostAfter time.Duration) (int, error) {
 	due, err := d.jobs.DueForDispatch(ctx, jobsdb.DueFilter{
-		Limit: limit, RedispatchAfter: d.o.RedispatchAfter, Busy: d.busy, LostAfter: lostAfter,
+		Limit: limit, RedispatchAfter: d.o.RedispatchAfter, Busy: d.busy, LostAfter: lostAfter, After: d.cursor,
 	})
 	if err != nil {
+		d.cursor = nil
 		return 0, fmt.Errorf("find due jobs: %w", err)
+	}
+	// Continue after the last of them, or from the head once the backlog is through.
+	d.cursor = nil
+	if len(due) == limit {
+		d.cursor = &due[len(due)-1]
 	}
 	if len(due) == 0 {
 		return 0, nil
 	}
 	msgs, keys := d.messages(due)
 	published, err := d.publish(ctx, msgs)
+	if err != nil {
+		d.cursor = nil // what was not stored is found from the head
+	}
 	if err != nil && len(published) != len(msgs) {
 		return 0, err
 	}

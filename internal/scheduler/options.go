@@ -17,8 +17,8 @@ import (
 // Defaults of Options.
 const (
 	// RefreshIntervalDefault is how often the refresher of a table's leader refreshes the
-	// table from its key source: a rescan costs about 2 s of MySQL time per million keys.
-	RefreshIntervalDefault = time.Minute
+	// table from its key source (jobsdb.RefreshIntervalDefault).
+	RefreshIntervalDefault = jobsdb.RefreshIntervalDefault
 	// PollIntervalDefault caps the sleep between two dispatch passes of a table. jobsctl,
 	// DataJoint and workers' retries add due jobs without telling the scheduler, so this is
 	// the worst-case delay before such a job is published; a pass costs two indexed queries.
@@ -29,12 +29,8 @@ const (
 	// a pass ends, and a poke or a newly due urgent job is looked at, while a huge backlog is
 	// being published.
 	MaxBatchesPerPass = 100
-	// DispatchWindowDefault bounds the messages waiting in a table's stream: the scheduler
-	// publishes due jobs only while fewer wait, so a backlog of millions stays in MySQL (where
-	// it is cheap) and JetStream holds what workers will take soon. Servers slow down with
-	// tens of thousands of waiting messages (pulls walk them), and priorities stay sharp: a
-	// newly due urgent job never queues behind a million published ones.
-	DispatchWindowDefault = 20000
+	// DispatchWindowDefault bounds the messages in a table's stream (queue.WindowDefault).
+	DispatchWindowDefault = queue.WindowDefault
 	// MinRecoverInterval is the shortest default recovery interval (lease_duration/4).
 	MinRecoverInterval = time.Second
 	// ErrorBackoffMaxDefault caps the exponential wait between retries of a failing step.

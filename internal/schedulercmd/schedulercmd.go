@@ -110,7 +110,7 @@ func serve(ctx context.Context, fs *pflag.FlagSet, f *flags, log *slog.Logger, g
 		return err
 	}
 	defer stopNATS()
-	db, err := cli.OpenDB(ctx, cfg.MySQL.DSN, log)
+	db, err := cli.OpenDB(ctx, cfg.MySQL, log)
 	if err != nil {
 		return unlessStopped(ctx, err)
 	}
@@ -172,10 +172,11 @@ func options(cfg config.Config, tables []string, db *sql.DB, nc *nats.Conn, log 
 			Priority:     &priority,
 			StaleTimeout: cfg.Jobs.StaleTimeout.Duration(),
 		},
-		OrphanTimeout: cfg.Jobs.OrphanTimeout.Duration(),
-		Logger:        log,
-		Metrics:       tel.MetricsHandler(),
-		Telemetry:     tel,
+		OrphanTimeout:  cfg.Jobs.OrphanTimeout.Duration(),
+		DispatchWindow: cfg.NATS.DispatchWindow,
+		Logger:         log,
+		Metrics:        tel.MetricsHandler(),
+		Telemetry:      tel,
 	}
 }
 

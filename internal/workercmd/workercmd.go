@@ -73,14 +73,19 @@ type options struct {
 	output         string
 	logLevel       string
 	metricsAddr    string
+	handler        worker.Handler // a Go handler instead of exec's
 }
 
 // Main runs the worker program and returns its exit code.
-func Main(args []string, stdout, stderr io.Writer) int {
+func Main(args []string, stdout, stderr io.Writer) int { return MainWith(nil, args, stdout, stderr) }
+
+// MainWith is Main with a Go handler instead of --exec's command, for programs that embed the
+// worker program (the benchmark's no-op worker); a nil handler means --exec's.
+func MainWith(handler worker.Handler, args []string, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet("worker", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgFlags := config.AddFlags(fs)
-	var o options
+	o := options{handler: handler}
 	fs.StringVar(&o.exec, "exec", "", "handler command line, run once per job: directly, or by /bin/sh -c when it uses shell syntax (required)")
 	fs.DurationVar(&o.timeout, "timeout", 0, "kill a job's handler (its whole process group) after this long and record an error; 0 = no limit")
 	fs.IntVarP(&o.concurrency, "concurrency", "j", worker.ConcurrencyDefault, "jobs run at once (populate's processes)")
@@ -116,7 +121,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 }
 
 func run(fs *pflag.FlagSet, cfgFlags *config.Flags, o options, log *slog.Logger, stdout, stderr io.Writer) error {
-	if o.exec == "" {
+	if o.exec == "" && o.handler == nil {
 		return cli.Usagef("--exec is required: the command that computes one job")
 	}
 	if o.output != "text" && o.output != "json" {
@@ -155,7 +160,7 @@ func run(fs *pflag.FlagSet, cfgFlags *config.Flags, o options, log *slog.Logger,
 		}
 	}()
 
-	db, err := cli.OpenDB(ctx, cfg.MySQL.DSN, log)
+	db, err := cli.OpenDB(ctx, cfg.MySQL, log)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -230,7 +235,7 @@ func run(fs *pflag.FlagSet, cfgFlags *config.Flags, o options, log *slog.Logger,
 // workerOptions translates the configuration and the flags into the worker's options.
 func workerOptions(cfg config.Config, tables []string, o options, log *slog.Logger) worker.Options {
 	opts := worker.Options{
-		Handler:        worker.Exec(worker.ExecOptions{Command: o.exec, Timeout: o.timeout}),
+		Handler:        o.handler,
 		Concurrency:    o.concurrency,
 		MaxCalls:       o.maxCalls,
 		SuppressErrors: o.suppressErrors,
@@ -239,9 +244,14 @@ func workerOptions(cfg config.Config, tables []string, o options, log *slog.Logg
 		Grace:          o.grace,
 		MaxAttempts:    cfg.Jobs.MaxAttempts,
 		RetryBackoff:   cfg.Jobs.RetryBackoff.Duration(),
+		RecordBatch:    cfg.Jobs.RecordBatch,
+		RecordDelay:    cfg.Jobs.RecordDelay.Duration(),
 		Jobs:           cli.JobsOptions(cfg, cli.Identity(cfg)),
 		Queue:          cli.QueueConfig(cfg),
 		Logger:         log,
+	}
+	if opts.Handler == nil {
+		opts.Handler = worker.Exec(worker.ExecOptions{Command: o.exec, Timeout: o.timeout})
 	}
 	for _, name := range tables {
 		entry, _ := cfg.Table(name)

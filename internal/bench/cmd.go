@@ -1,0 +1,131 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/jetjobs/jetjobs/internal/cli"
+	"github.com/jetjobs/jetjobs/internal/workercmd"
+	"github.com/jetjobs/jetjobs/jobsdb"
+	"github.com/jetjobs/jetjobs/queue"
+	"github.com/jetjobs/jetjobs/worker"
+)
+
+const usage = `jetjobs-bench: the end-to-end benchmark. It creates a pipeline of --n keys (subject →
+__noop) in a database of its own on --mysql, with their jobs pending, then runs the scheduler
+program (from --bin) and --workers worker processes of --concurrency slots each against the
+NATS server at --nats, and times them until every job is done. It checks that every key was
+computed once, and prints one line per run:
+
+  jetjobs bench: n=… mode=… handler=… workers=… concurrency=… storage=… jobs/s=…
+    worker_us_per_job=… mysql_us_per_job=… nats_us_per_job=… scheduler_us_per_job=… peak_rss_mb=…
+
+(CPU seconds of each process over the timed phase divided by the jobs; the MySQL and NATS
+servers are found by the ports they listen on, so both must run on this machine, and nothing
+else should run meanwhile.) --handler go runs a Go no-op handler (this program as "worker"),
+--handler exec the worker program with a one-line shell script per job. --prepublished
+publishes every job before the clock starts. With --explain it first prints MySQL's plan of
+the statements that pick due jobs, on a table of --n jobs.
+
+Usage:
+  jetjobs-bench [flags]
+
+Flags:
+`
+
+// Main is the jetjobs-bench program; it returns the exit code.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "worker" {
+		// The Go handler's worker: the worker program with a no-op Go handler.
+		if path := os.Getenv(envCPUProfile); path != "" {
+			stop, err := startCPUProfile(path)
+			if err != nil {
+				fmt.Fprintln(stderr, "jetjobs-bench worker:", err)
+				return cli.ExitFailed
+			}
+			defer stop()
+		}
+		return workercmd.MainWith(noop, args[1:], stdout, stderr)
+	}
+	fs := pflag.NewFlagSet("jetjobs-bench", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o Options
+	self, _ := os.Executable()
+	fs.StringVar(&o.MySQL, "mysql", DefaultMySQL, "MySQL server DSN (without a database)")
+	fs.StringVar(&o.NATS, "nats", DefaultNATS, "NATS server URL (a server on this machine, with JetStream)")
+	fs.StringVar(&o.Bin, "bin", "bin", "directory of the scheduler and worker programs (make build)")
+	fs.IntVar(&o.N, "n", DefaultN, "keys (jobs) per run")
+	fs.IntVar(&o.Workers, "workers", DefaultWorkers, "worker processes")
+	fs.IntVarP(&o.Concurrency, "concurrency", "j", DefaultConcurrency, "each worker's slots")
+	fs.StringVar(&o.Handler, "handler", HandlerGo, "go (a no-op Go handler) or exec (a shell script per job)")
+	fs.StringVar(&o.Storage, "storage", string(queue.StorageDefault), "stream storage: file or memory")
+	fs.BoolVar(&o.Prepublished, "prepublished", false, "publish every job before the clock starts")
+	fs.IntVar(&o.DispatchWindow, "dispatch-window", 0, "the scheduler's nats.dispatch_window (0: its default; with --prepublished, at least --n)")
+	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write each Go worker's CPU profile to this file, suffixed with the worker's number (go tool pprof)")
+	runs := fs.Int("runs", 1, "runs, one line each")
+	explain := fs.Bool("explain", false, "print the plans of the statements that pick due jobs")
+	quiet := fs.BoolP("quiet", "q", false, "print only the result lines")
+	help := fs.BoolP("help", "h", false, "show this help")
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		return cli.ExitUsage
+	}
+	if *help {
+		fmt.Fprint(stdout, usage)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return cli.ExitOK
+	}
+	if o.Handler != HandlerGo && o.Handler != HandlerExec || o.N < 1 || o.Workers < 1 || o.Concurrency < 1 {
+		fmt.Fprintln(stderr, "jetjobs-bench: --handler must be go or exec, and --n, --workers, --concurrency at least 1")
+		return cli.ExitUsage
+	}
+	if o.Prepublished && o.DispatchWindow < o.N {
+		o.DispatchWindow = max(o.N, queue.WindowDefault)
+	}
+	o.Self = self
+	o.Bin, _ = filepath.Abs(o.Bin)
+	if !*quiet {
+		o.Log = stderr
+	}
+	for range *runs {
+		res, err := Run(ctx, o)
+		if res != nil && *explain {
+			fmt.Fprintln(stdout, "plans on", o.N, "jobs:\n  "+strings.Join(res.Explain, "\n  "))
+			*explain = false
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "jetjobs-bench:", err)
+			return cli.ExitFailed
+		}
+		fmt.Fprintln(stdout, res.Line())
+	}
+	return cli.ExitOK
+}
+
+// noop is the Go handler of the benchmark: it computes nothing and returns the target row.
+func noop(context.Context, *worker.Job) (worker.Result, error) {
+	return worker.Result{Rows: []jobsdb.Row{{"value": 1}}}, nil
+}
+
+// envCPUProfile names the file a Go worker writes its CPU profile to.
+const envCPUProfile = "JETJOBS_BENCH_CPUPROFILE"
+
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
