@@ -395,8 +395,8 @@ esac
 	}
 	var msg string
 	b.db.SQL.QueryRow("SELECT error_message FROM `~~result` WHERE subject_id = 2").Scan(&msg)
-	if msg != "first line\nValueError: no" {
-		t.Errorf("error message %q, want the stderr tail", msg)
+	if msg != "ValueError: no" {
+		t.Errorf("error message %q, want the last line of stderr (the exception line, as DataJoint stores it)", msg)
 	}
 	b.db.SQL.QueryRow("SELECT error_message FROM `~~result` WHERE subject_id = 3").Scan(&msg)
 	if !strings.Contains(msg, "attempt 1 of 1") {
