@@ -318,6 +318,8 @@ func spawn(ctx context.Context, opts PersistentOptions, log *slog.Logger) (*hand
 		closeAll(pipes[:])
 		return nil, fmt.Errorf("start handler %q: %w", opts.Command, err)
 	}
+	stderr.log = log
+	stderr.begin(nil) // the start's stderr, for the error if it fails
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = pipes[0][0], pipes[1][1], pipes[2][1]
 	err = cmd.Start()
 	// The program's ends of the pipes are the program's now.
@@ -331,8 +333,7 @@ func spawn(ctx context.Context, opts PersistentOptions, log *slog.Logger) (*hand
 		lines: make(chan []byte), exited: make(chan struct{}), quit: make(chan struct{}),
 	}
 	hp.log = log.With("pid", hp.pid)
-	stderr.log = hp.log
-	stderr.begin(nil) // the start's stderr, for the error if it fails
+	stderr.setLog(hp.log)
 	hp.goroutines.Add(3)
 	go hp.reap()
 	go hp.readStdout()
@@ -806,6 +807,12 @@ func (s *stderrSink) logPartialLocked() {
 	line := strings.ToValidUTF8(strings.TrimRight(string(s.partial), "\r"), "\uFFFD")
 	s.partial = s.partial[:0]
 	s.log.Info("handler stderr", append([]any{"line", line}, s.attrs...)...)
+}
+
+func (s *stderrSink) setLog(log *slog.Logger) {
+	s.mu.Lock()
+	s.log = log
+	s.mu.Unlock()
 }
 
 func (s *stderrSink) close() { s.f.Close() }
