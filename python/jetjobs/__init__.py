@@ -94,12 +94,24 @@ def _error_message(error):
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _stack(error):
+    """The traceback from the first frame outside this package, as DataJoint's own
+    traceback.format_exc() starts at populate's frame."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(error), error, tb))
+
+
 def _failure(request_id, error, retry):
     return {
         "id": request_id,
         "ok": False,
         "message": _error_message(error),
-        "stack": traceback.format_exc(),
+        "stack": _stack(error),
         "retry": retry,
     }
 
