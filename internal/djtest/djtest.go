@@ -49,6 +49,17 @@ func Root() (string, error) {
 // pipeline module); DataJoint's own log stream is left as it is (stdout), as a user has it.
 func Env(t testing.TB, serverDSN string, extraPath ...string) []string {
 	t.Helper()
+	root, err := Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return DataJointEnv(t, serverDSN, append(extraPath, filepath.Join(root, "python"))...)
+}
+
+// DataJointEnv is Env without the repository's jetjobs package: for a Python that has it
+// installed.
+func DataJointEnv(t testing.TB, serverDSN string, extraPath ...string) []string {
+	t.Helper()
 	paths, err := pythonPath()
 	if err != nil {
 		t.Fatal(err)
@@ -75,8 +86,8 @@ var (
 	pathErr  error
 )
 
-// pythonPath is the repository's python/, DataJoint's source, the interpreter's own
-// site-packages (before Debian's, whose older copies must not shadow them), and Debian's.
+// pythonPath is DataJoint's source, the interpreter's own site-packages (before Debian's,
+// whose older copies must not shadow them), and Debian's.
 func pythonPath() ([]string, error) {
 	pathOnce.Do(func() {
 		root, err := Root()
@@ -96,7 +107,7 @@ func pythonPath() ([]string, error) {
 			pathErr = fmt.Errorf("djtest: python3 does not run (%v): install Python 3.9 or later", err)
 			return
 		}
-		pathList = append([]string{filepath.Join(root, "python"), src}, strings.Fields(string(out))...)
+		pathList = append([]string{src}, strings.Fields(string(out))...)
 		pathList = append(pathList, "/usr/lib/python3/dist-packages")
 	})
 	return pathList, pathErr
