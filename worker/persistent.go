@@ -42,6 +42,9 @@ const (
 	// stopWait is how long Stop lets a handler exit by itself after closing its stdin, before
 	// its process group is killed.
 	stopWait = 5 * time.Second
+	// exitWait is how long a program whose stdout ended may take to exit by itself (an
+	// interpreter finishing) before its process group is killed: its exit status tells why.
+	exitWait = time.Second
 	// maxLogLine is the longest stderr line logged in one piece.
 	maxLogLine = 16 << 10
 	// deadlineLayout is the request's deadline: RFC 3339 in UTC, to the millisecond.
@@ -364,6 +367,10 @@ func spawn(ctx context.Context, opts PersistentOptions, log *slog.Logger) (*hand
 		hp.stop()
 		return nil, ctx.Err()
 	}
+	hp.dying.Store(true) // reported below, not as a death
+	if reason == "" {
+		hp.awaitExit()
+	}
 	hp.kill()
 	<-hp.exited
 	failure := &ExecError{Stderr: stderr.end()}
@@ -466,6 +473,7 @@ func (hp *handlerProc) died(ctx context.Context, timeout time.Duration) (Result,
 	if ctx.Err() != nil {
 		return hp.interrupted(ctx, timeout)
 	}
+	hp.awaitExit()
 	hp.kill() // whatever is left of its process group
 	<-hp.exited
 	failure := &ExecError{Stderr: hp.stderr.end()}
@@ -573,6 +581,16 @@ func traceContext(ctx context.Context) map[string]string {
 func (hp *handlerProc) kill() {
 	hp.dying.Store(true)
 	syscall.Kill(-hp.pid, syscall.SIGKILL)
+}
+
+// awaitExit gives a program whose stdout ended exitWait to exit by itself.
+func (hp *handlerProc) awaitExit() {
+	timer := time.NewTimer(exitWait)
+	defer timer.Stop()
+	select {
+	case <-hp.exited:
+	case <-timer.C:
+	}
 }
 
 func (hp *handlerProc) exitedYet() bool {
