@@ -1,7 +1,6 @@
 package worker_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,12 +10,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 	"unicode/utf8"
 
+	"github.com/jetjobs/jetjobs/internal/buildtest"
 	"github.com/jetjobs/jetjobs/internal/waitfor"
 	"github.com/jetjobs/jetjobs/jobsdb"
 	"github.com/jetjobs/jetjobs/worker"
@@ -72,33 +71,45 @@ func startedPIDs(t testing.TB, file string) []int {
 	return pids
 }
 
-// logBuffer collects a logger's output.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // persistent returns a persistent handler for command, stopped at the end of the test, and
 // what it logs.
-func persistent(t testing.TB, opts worker.PersistentOptions) (*worker.PersistentHandler, *logBuffer) {
+func persistent(t testing.TB, opts worker.PersistentOptions) (*worker.PersistentHandler, *buildtest.Output) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &buildtest.Output{}
 	opts.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	p := worker.Persistent(opts)
 	t.Cleanup(p.Stop)
 	return p, logs
+}
+
+// runSuppressing runs a worker with handler h, Concurrency jobs at once and SuppressErrors,
+// and checks how many jobs succeeded and failed.
+func (b *bundle) runSuppressing(h worker.Handler, concurrency, successes, failures int) {
+	b.t.Helper()
+	w := b.worker(h, func(o *worker.Options) { o.SuppressErrors, o.Concurrency = true, concurrency })
+	sum, err := b.run(w)
+	if err != nil || sum.SuccessCount != successes || len(sum.ErrorList) != failures {
+		b.t.Fatalf("summary %+v, %v; want %d successes and %d errors", sum, err, successes, failures)
+	}
+}
+
+// keepPublishing publishes what is due every 20 ms, as the scheduler would, so that retries
+// are taken when their backoff ends; it returns the function that stops it.
+func (b *bundle) keepPublishing() (stop func()) {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(20 * time.Millisecond):
+				b.publishDue()
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
 }
 
 func (b *bundle) errorOf(subject int) (message, stack string) {
@@ -169,18 +180,7 @@ def compute(job):
 `)
 	p, logs := persistent(t, worker.PersistentOptions{Command: command})
 	w := b.worker(p.Handle, func(o *worker.Options) { o.SuppressErrors, o.Concurrency, o.Once = true, 1, false; o.MaxCalls = 5 })
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() { // the retry becomes due later: publish what is due, as the scheduler would
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-				b.publishDue()
-			}
-		}
-	}()
+	defer b.keepPublishing()()
 	sum, err := b.run(w)
 	if err != nil || sum.SuccessCount != 2 || len(sum.ErrorList) != 2 {
 		t.Fatalf("summary %+v, %v; want subjects 1 and 3 (after a retry) computed, 2 and 4 failed", sum, err)
@@ -223,11 +223,7 @@ def compute(job):
     return {"value": str(os.getpid())}
 `)
 	p, _ := persistent(t, worker.PersistentOptions{Command: command})
-	w := b.worker(p.Handle, func(o *worker.Options) { o.SuppressErrors, o.Concurrency = true, 1 })
-	sum, err := b.run(w)
-	if err != nil || sum.SuccessCount != 2 || len(sum.ErrorList) != 1 {
-		t.Fatalf("summary %+v, %v", sum, err)
-	}
+	b.runSuppressing(p.Handle, 1, 2, 1)
 	msg, stack := b.errorOf(2)
 	if msg != "Fatal Python error: Segmentation fault" || !strings.Contains(stack, "Segmentation fault") {
 		t.Errorf("error_message %q, stack %q: want the last line of its stderr", msg, stack)
@@ -254,11 +250,7 @@ while IFS= read -r line; do
 done
 `), 0o755)
 	p, _ := persistent(t, worker.PersistentOptions{Command: script})
-	w := b.worker(p.Handle, func(o *worker.Options) { o.SuppressErrors, o.Concurrency = true, 1 })
-	sum, err := b.run(w)
-	if err != nil || sum.SuccessCount != 1 || len(sum.ErrorList) != 1 {
-		t.Fatalf("summary %+v, %v", sum, err)
-	}
+	b.runSuppressing(p.Handle, 1, 1, 1)
 	msg, stack := b.errorOf(1)
 	if !strings.HasPrefix(msg, `handler broke the protocol: its reply "this is not JSON" is not a JSON object`) || stack != "Traceback: oops\n" {
 		t.Errorf("error_message %q, stack %q", msg, stack)
@@ -305,13 +297,9 @@ func TestPersistentHandlerTimeoutKillsTheProcessGroup(t *testing.T) {
 	b := setup(t, 1, nil)
 	script, childFile := shellGroupHandler(t)
 	p, _ := persistent(t, worker.PersistentOptions{Command: script, Timeout: 500 * time.Millisecond})
-	w := b.worker(p.Handle, func(o *worker.Options) { o.SuppressErrors = true })
-	sum, err := b.run(w)
-	if err != nil || len(sum.ErrorList) != 1 || sum.ErrorList[0].Error != "handler timed out after 500ms and was killed" {
-		t.Fatalf("summary %+v, %v", sum, err)
-	}
-	if _, stack := b.errorOf(1); stack != "computing\n" {
-		t.Errorf("stack %q, want the job's stderr", stack)
+	b.runSuppressing(p.Handle, 1, 0, 1)
+	if msg, stack := b.errorOf(1); msg != "handler timed out after 500ms and was killed" || stack != "computing\n" {
+		t.Errorf("error_message %q, stack %q; want the timeout and the job's stderr", msg, stack)
 	}
 	child := childPID(t, childFile)
 	waitfor.True(t, "the handler's child to be killed with its group", func() bool { return !alive(child) })
@@ -452,7 +440,21 @@ func TestPersistentHandlerKilledWithTheWorkersStopSignalIsReleased(t *testing.T)
 	b := setup(t, 1, nil)
 	script, childFile := shellGroupHandler(t)
 	p, _ := persistent(t, worker.PersistentOptions{Command: script})
-	w := b.worker(p.Handle, func(o *worker.Options) { o.Once = false })
+	b.stopWithTheHandlersGroup(p.Handle, func() int {
+		group, err := syscall.Getpgid(childPID(t, childFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return group
+	})
+}
+
+// stopWithTheHandlersGroup runs a worker with handler h, signals the process group of the
+// running handler (group waits for it to run) with SIGTERM and stops the worker right after,
+// as a supervisor does, and checks that the job was released, not recorded as failed.
+func (b *bundle) stopWithTheHandlersGroup(h worker.Handler, group func() int) {
+	b.t.Helper()
+	w := b.worker(h, func(o *worker.Options) { o.Once = false })
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var sum worker.Summary
@@ -461,23 +463,19 @@ func TestPersistentHandlerKilledWithTheWorkersStopSignalIsReleased(t *testing.T)
 		sum, err = w.Run(ctx)
 		done <- err
 	}()
-	group, err := syscall.Getpgid(childPID(t, childFile))
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The handler's process group gets the signal first, the worker a moment later.
-	if err := syscall.Kill(-group, syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	if err := syscall.Kill(-group(), syscall.SIGTERM); err != nil {
+		b.t.Fatal(err)
 	}
 	stop()
 	if err := <-done; err != nil {
-		t.Fatalf("Run: %v", err)
+		b.t.Fatalf("Run: %v", err)
 	}
 	if len(sum.ErrorList) != 0 {
-		t.Errorf("errors %v, want none: the job was interrupted, not failed", sum.ErrorList)
+		b.t.Errorf("errors %v, want none: the job was interrupted, not failed", sum.ErrorList)
 	}
 	if n := b.count("SELECT COUNT(*) FROM `~~result` WHERE status = 'pending' AND attempts = 0"); n != 1 {
-		t.Errorf("the job is not pending with its attempt given back")
+		b.t.Errorf("the job is not pending with its attempt given back")
 	}
 }
 
@@ -488,12 +486,9 @@ func TestExecStderrIsStoredAsValidUTF8(t *testing.T) {
 	b := setup(t, 1, nil)
 	// "x", 5,000,000 bytes of é, then a last line with an invalid byte: the 4 MiB tail kept
 	// begins inside an é.
-	w := b.worker(worker.Exec(worker.ExecOptions{
+	b.runSuppressing(worker.Exec(worker.ExecOptions{
 		Command: `python3 -c 'import sys; sys.stderr.buffer.write(b"x" + "é".encode() * 2500000 + b"\nbad \xff byte!\n"); sys.exit(1)'`,
-	}), func(o *worker.Options) { o.SuppressErrors = true })
-	if sum, err := b.run(w); err != nil || len(sum.ErrorList) != 1 {
-		t.Fatalf("summary %+v, %v", sum, err)
-	}
+	}), 1, 0, 1)
 	msg, stack := b.errorOf(1)
 	if msg != "bad \uFFFD byte!" {
 		t.Errorf("error_message %q, want the last line with its invalid byte replaced", msg)

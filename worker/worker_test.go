@@ -219,18 +219,7 @@ func TestRetryableFailuresRetryThenFail(t *testing.T) {
 	// --max-calls 5 counting finished calls, the worker stops after the last of them.
 	w := b.worker(h, func(o *worker.Options) { o.SuppressErrors, o.Once, o.MaxCalls = true, false, 5 })
 	// Retries become due later: keep publishing what is due, as the scheduler would.
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-				b.publishDue()
-			}
-		}
-	}()
+	defer b.keepPublishing()()
 	sum, err := b.run(w)
 	if err != nil {
 		t.Fatal(err)
