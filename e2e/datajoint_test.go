@@ -14,14 +14,15 @@ import (
 	"github.com/jetjobs/jetjobs/internal/natstest"
 )
 
-// djPipeline is a DataJoint pipeline with hidden job metadata: Analysis, computed by the
-// DataJoint adapter with its own make() (which logs each call to MAKE_LOG; session 13 raises,
-// session 14 writes bytes that are not UTF-8 on stderr and raises: a run of them is stored as one U+FFFD), and Summary, whose rows a
-// persistent handler returns to the worker.
+// djPipeline is a DataJoint pipeline, the module djpipeline (its database and whether its
+// tables have DataJoint's hidden job metadata are formatted in): Analysis, computed by the
+// DataJoint adapter with its own make(), which logs each call to MAKE_LOG (session 13 raises;
+// session 14 writes bytes that are not UTF-8 on stderr, stored as U+FFFD, and raises; the
+// others insert a row), and Summary, whose rows a persistent handler returns to the worker.
 const djPipeline = `import os, sys
 import datajoint as dj
 
-dj.config["jobs.add_job_metadata"] = True
+dj.config["jobs.add_job_metadata"] = %s
 schema = dj.Schema(%q)
 
 
@@ -72,6 +73,18 @@ class Summary(dj.Computed):
         raise NotImplementedError("computed by a jetjobs handler")
 `
 
+// writePipeline writes the module djpipeline into dir for database db.
+func writePipeline(t testing.TB, dir, db string, metadata bool) {
+	t.Helper()
+	flag := "False"
+	if metadata {
+		flag = "True"
+	}
+	if err := os.WriteFile(filepath.Join(dir, "djpipeline.py"), []byte(fmt.Sprintf(djPipeline, flag, db)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // djCheck reads, with DataJoint, what jetjobs left: it prints one JSON line.
 const djCheck = `import json
 import datajoint as dj
@@ -96,9 +109,7 @@ func TestDataJointAdapterComputesEveryKeyOnceAndDataJointReadsTheJobs(t *testing
 	makeLog := filepath.Join(e.dir, "make.log")
 	e.extra = append(e.extra, env...)
 	e.extra = append(e.extra, "MAKE_LOG="+makeLog)
-	if err := os.WriteFile(filepath.Join(e.dir, "djpipeline.py"), []byte(fmt.Sprintf(djPipeline, e.db.Name)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writePipeline(t, e.dir, e.db.Name, true)
 	const subjects, sessions = 3, 15
 	keys := subjects * sessions
 	if out, err := djtest.Python(t, e.dir, e.extra, fmt.Sprintf(`from djpipeline import Subject, Session

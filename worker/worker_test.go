@@ -99,22 +99,7 @@ func newBundle(t testing.TB, n int, modify func(*worker.Options)) *bundle {
 // publishDue publishes every due pending job, as the scheduler does.
 func (b *bundle) publishDue() {
 	b.t.Helper()
-	ctx := context.Background()
-	due, err := b.jobs.FetchPending(ctx, 100000, nil, nil)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	msgs := make([]queue.Message, len(due))
-	for i, j := range due {
-		key, err := b.jobs.Target().KeyJSON(j.Key)
-		if err != nil {
-			b.t.Fatal(err)
-		}
-		msgs[i] = queue.Message{Priority: j.Priority, Key: key}
-	}
-	if _, err := b.queue.Publish(ctx, msgs); err != nil {
-		b.t.Fatal(err)
-	}
+	natstest.PublishDue(b.t, b.jobs, b.queue)
 }
 
 func (b *bundle) worker(h worker.Handler, opts func(*worker.Options)) *worker.Worker {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -141,15 +142,32 @@ func installHint() string {
 		"apt-get update && apt-get install -y " + pkgs + " (.ci/run installs them)."
 }
 
-// Python runs a Python program (source code) in dir with env added to the process's, and
-// returns what it wrote on stdout and stderr together.
-func Python(t testing.TB, dir string, env []string, source string) (string, error) {
+// Python runs a Python program (source code, with args in sys.argv[1:]) in dir with env added
+// to the process's, and returns what it wrote on stdout and stderr together.
+func Python(t testing.TB, dir string, env []string, source string, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command("python3", "-c", source)
+	cmd := exec.Command("python3", append([]string{"-c", source}, args...)...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	return out.String(), err
+}
+
+// EnvBenchKeys sets the keys of the handler and DataJoint benchmarks (default 2,000): a few
+// for a quick check that they run.
+const EnvBenchKeys = "JETJOBS_BENCH_KEYS"
+
+// BenchKeys is the number of keys the benchmarks compute.
+func BenchKeys(b testing.TB) int {
+	s := os.Getenv(EnvBenchKeys)
+	if s == "" {
+		return 2000
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		b.Fatalf("%s=%q: want a positive number of keys", EnvBenchKeys, s)
+	}
+	return n
 }
