@@ -98,6 +98,8 @@ type PersistentHandler struct {
 	probing  bool
 	// changed is closed (and replaced) when a start ended or Stop was called.
 	changed chan struct{}
+	// ending counts the programs being ended in the background; Stop waits for them.
+	ending sync.WaitGroup
 }
 
 // Persistent returns a persistent handler; no program starts until Start or the first job.
@@ -155,11 +157,10 @@ func (p *PersistentHandler) Stop() {
 	p.idle = nil
 	p.notifyLocked()
 	p.mu.Unlock()
-	var wg sync.WaitGroup
 	for _, hp := range procs {
-		wg.Go(hp.stop)
+		p.ending.Go(hp.stop)
 	}
-	wg.Wait()
+	p.ending.Wait()
 }
 
 // Handle computes job with a handler program: it is the Handler to give the worker.
@@ -194,7 +195,7 @@ func (p *PersistentHandler) acquire(ctx context.Context) (*handlerProc, error) {
 			}
 			// It died while idle (reap logged it): a new one takes its place.
 			delete(p.procs, hp)
-			go hp.stop()
+			p.ending.Go(hp.stop)
 		}
 		wait := time.Until(p.retryAt)
 		if p.failures == 0 || (!p.probing && wait <= 0) {
@@ -235,7 +236,7 @@ func (p *PersistentHandler) start(ctx context.Context, probe bool) (*handlerProc
 	}
 	switch {
 	case err == nil && p.stopped:
-		go hp.stop()
+		p.ending.Go(hp.stop)
 		return nil, ErrHandlerStopped
 	case err == nil:
 		p.failures, p.retryAt = 0, time.Time{}
@@ -256,7 +257,7 @@ func (p *PersistentHandler) release(hp *handlerProc) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.stopped {
-		go hp.stop()
+		p.ending.Go(hp.stop)
 		return
 	}
 	p.idle = append(p.idle, hp)
@@ -266,9 +267,9 @@ func (p *PersistentHandler) release(hp *handlerProc) {
 // background.
 func (p *PersistentHandler) discard(hp *handlerProc) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	delete(p.procs, hp)
-	p.mu.Unlock()
-	go hp.stop()
+	p.ending.Go(hp.stop)
 }
 
 func (p *PersistentHandler) notifyLocked() {
@@ -445,14 +446,14 @@ func (hp *handlerProc) compute(ctx context.Context, job *Job, timeout time.Durat
 	stop := context.AfterFunc(ctx, hp.kill)
 	if _, err := hp.stdin.Write(append(line, '\n')); err != nil {
 		stop()
-		return hp.died(ctx, timeout)
+		return hp.died(ctx, timeout, false)
 	}
 	select {
 	case l, ok := <-hp.lines:
 		// The program may compute another job unless the cancellation came first.
 		keep := stop()
 		if !ok {
-			return hp.died(ctx, timeout)
+			return hp.died(ctx, timeout, true)
 		}
 		stderr := hp.stderr.end()
 		result, err := parseReply(l, req.ID, stderr)
@@ -468,8 +469,9 @@ func (hp *handlerProc) compute(ctx context.Context, job *Job, timeout time.Durat
 	}
 }
 
-// died is the outcome of a job whose program ended (or closed its stdout) before replying.
-func (hp *handlerProc) died(ctx context.Context, timeout time.Duration) (Result, error, bool) {
+// died is the outcome of a job whose program ended (or closed its stdout, which stdoutEnded
+// says) before replying.
+func (hp *handlerProc) died(ctx context.Context, timeout time.Duration, stdoutEnded bool) (Result, error, bool) {
 	if ctx.Err() != nil {
 		return hp.interrupted(ctx, timeout)
 	}
@@ -477,7 +479,7 @@ func (hp *handlerProc) died(ctx context.Context, timeout time.Duration) (Result,
 	hp.kill() // whatever is left of its process group
 	<-hp.exited
 	failure := &ExecError{Stderr: hp.stderr.end()}
-	if hp.readErr != io.EOF && hp.readErr != nil {
+	if stdoutEnded && hp.readErr != io.EOF {
 		failure.Message = "handler broke the protocol: " + hp.readErr.Error()
 		return Result{}, failure, false
 	}
