@@ -18,6 +18,7 @@ import (
 	"github.com/jetjobs/jetjobs/internal/buildtest"
 	"github.com/jetjobs/jetjobs/internal/waitfor"
 	"github.com/jetjobs/jetjobs/jobsdb"
+	"github.com/jetjobs/jetjobs/tracing/tracingtest"
 	"github.com/jetjobs/jetjobs/worker"
 )
 
@@ -495,5 +496,39 @@ func TestExecStderrIsStoredAsValidUTF8(t *testing.T) {
 	}
 	if !strings.HasPrefix(stack, "éé") || !strings.HasSuffix(stack, "\nbad \uFFFD byte!\n") || !utf8.ValidString(stack) {
 		t.Errorf("error_stack of %d bytes begins %q and ends %q", len(stack), stack[:min(8, len(stack))], stack[max(0, len(stack)-16):])
+	}
+}
+
+// A request carries the job's trace context and, with a timeout, its deadline.
+func TestPersistentHandlerRequestCarriesTraceContextAndDeadline(t *testing.T) {
+	b := setup(t, 1, nil)
+	tel, rec := tracingtest.New(t)
+	command, _ := pythonHandler(t, `
+import datetime
+def compute(job):
+    left = (job.deadline - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    return {"value": "%s|%d" % (job.trace.get("traceparent", ""), round(left))}
+`)
+	p, _ := persistent(t, worker.PersistentOptions{Command: command, Timeout: time.Hour})
+	w := b.worker(p.Handle, func(o *worker.Options) { o.Telemetry = tel })
+	if sum, err := b.run(w); err != nil || sum.SuccessCount != 1 {
+		t.Fatalf("summary %+v, %v", sum, err)
+	}
+	var value string
+	if err := b.db.SQL.QueryRow("SELECT value FROM __result").Scan(&value); err != nil {
+		t.Fatal(err)
+	}
+	traceparent, left, _ := strings.Cut(value, "|")
+	if left != "3600" && left != "3599" {
+		t.Errorf("the handler saw a deadline %s s ahead, want an hour (the timeout)", left)
+	}
+	var runs []string
+	for _, s := range rec.Ended() {
+		if strings.HasPrefix(s.Name(), "run ") {
+			runs = append(runs, "00-"+s.SpanContext().TraceID().String()+"-"+s.SpanContext().SpanID().String()+"-01")
+		}
+	}
+	if len(runs) != 1 || traceparent != runs[0] {
+		t.Errorf("the handler saw traceparent %q, want the job's run span %v", traceparent, runs)
 	}
 }
