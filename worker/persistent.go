@@ -208,18 +208,19 @@ func (p *PersistentHandler) acquire(ctx context.Context) (*handlerProc, error) {
 		}
 		changed := p.changed
 		p.mu.Unlock()
-		var retry <-chan time.Time
-		if wait > 0 {
-			timer := time.NewTimer(wait)
-			retry = timer.C
-			defer timer.Stop()
+		// Another start is being made, or the next one may not be made yet.
+		timer := time.NewTimer(max(wait, 0))
+		if wait <= 0 {
+			timer.Stop() // wait for the start under way
 		}
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return nil, ctx.Err()
 		case <-changed:
-		case <-retry:
+		case <-timer.C:
 		}
+		timer.Stop()
 	}
 }
 
