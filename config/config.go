@@ -18,25 +18,31 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/pflag"
+
+	"github.com/jetjobs/jetjobs/jobsdb"
+	"github.com/jetjobs/jetjobs/queue"
+	"github.com/jetjobs/jetjobs/worker"
 )
 
 // Defaults. The jobs defaults are DataJoint's (config.jobs.*) where DataJoint has the key.
+// Where a library has the same setting, the default is the library's.
 const (
 	DefaultMySQLDSN        = "root@tcp(127.0.0.1:3306)/"
-	DefaultNATSURL         = "nats://127.0.0.1:4222"
-	DefaultSubjectPrefix   = "jetjobs"
-	DefaultReplicas        = 1
-	DefaultAckWait         = 30 * time.Second
-	DefaultPriority        = 5
+	DefaultNATSURL         = nats.DefaultURL
+	DefaultSubjectPrefix   = queue.DefaultPrefix
+	DefaultReplicas        = queue.DefaultReplicas
+	DefaultAckWait         = queue.DefaultAckWait
+	DefaultPriority        = jobsdb.PriorityDefault
 	DefaultStaleTimeout    = 3600 * time.Second
 	DefaultKeepCompleted   = false
 	DefaultAutoRefresh     = true
 	DefaultVersionMethod   = VersionNone
 	DefaultOrphanTimeout   = 0 * time.Second
-	DefaultLeaseDuration   = 60 * time.Second
-	DefaultMaxAttempts     = 3
-	DefaultRetryBackoff    = 10 * time.Second
+	DefaultLeaseDuration   = jobsdb.LeaseDurationDefault
+	DefaultMaxAttempts     = worker.MaxAttemptsDefault
+	DefaultRetryBackoff    = worker.RetryBackoffDefault
 	DefaultRefreshInterval = 60 * time.Second
 )
 
@@ -448,6 +454,8 @@ type Flags struct {
 	path  string
 	mysql string
 	nats  string
+
+	natsGiven bool // by the last Load
 }
 
 // AddFlags registers --config, --mysql and --nats on fs.
@@ -459,6 +467,11 @@ func AddFlags(fs *pflag.FlagSet) *Flags {
 	return f
 }
 
+// NATSURLGiven reports whether the last Load found a NATS URL in the flags, the environment
+// or the config file, rather than taking DefaultNATSURL. (The scheduler runs an embedded
+// server when none was given.)
+func (f *Flags) NATSURLGiven() bool { return f.natsGiven }
+
 // Load builds the configuration: defaults, then the file, then the environment (getenv, nil
 // for os.Getenv), then the flags; tables given as arguments are added to the configured ones.
 func (f *Flags) Load(getenv func(string) string, tables []string) (Config, error) {
@@ -466,6 +479,7 @@ func (f *Flags) Load(getenv func(string) string, tables []string) (Config, error
 		getenv = os.Getenv
 	}
 	cfg := Default()
+	cfg.NATS.URL = "" // DefaultNATSURL unless a source gives one: see NATSURLGiven
 	path := f.path
 	if path == "" {
 		path = getenv(EnvConfig)
@@ -490,6 +504,10 @@ func (f *Flags) Load(getenv func(string) string, tables []string) (Config, error
 	}
 	if f.nats != "" {
 		cfg.NATS.URL = f.nats
+	}
+	f.natsGiven = cfg.NATS.URL != ""
+	if !f.natsGiven {
+		cfg.NATS.URL = DefaultNATSURL
 	}
 	for _, name := range tables {
 		if _, ok := cfg.Table(name); !ok {

@@ -127,6 +127,51 @@ func TestLoadPrecedence(t *testing.T) {
 	}
 }
 
+func TestLoadTellsWhetherANATSURLWasGiven(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	withURL := write("url.json", `{"nats": {"url": "`+DefaultNATSURL+`"}}`)
+	emptyURL := write("empty.json", `{"nats": {"url": ""}}`)
+	noURL := write("none.json", `{"jobs": {"default_priority": 1}}`)
+	for _, c := range []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		given bool
+	}{
+		{"nothing", nil, nil, false},
+		{"a file without a URL", []string{"--config", noURL}, nil, false},
+		{"a file with an empty URL", []string{"--config", emptyURL}, nil, false},
+		{"a file with the default URL", []string{"--config", withURL}, nil, true},
+		{"the environment", nil, map[string]string{EnvNATSURL: "nats://env:1"}, true},
+		{"the flag", []string{"--nats", "nats://flag:1"}, nil, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+			f := AddFlags(fs)
+			if err := fs.Parse(c.args); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := f.Load(func(k string) string { return c.env[k] }, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.NATSURLGiven() != c.given {
+				t.Errorf("NATSURLGiven = %v, want %v", f.NATSURLGiven(), c.given)
+			}
+			if !c.given && cfg.NATS.URL != DefaultNATSURL {
+				t.Errorf("nats.url %q without a URL given, want the default %q", cfg.NATS.URL, DefaultNATSURL)
+			}
+		})
+	}
+}
+
 func TestLoadMissingFile(t *testing.T) {
 	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
 	f := AddFlags(fs)

@@ -1,15 +1,13 @@
 package e2e
 
 import (
-	"encoding/json"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/jetjobs/jetjobs/internal/natstest"
+	"github.com/jetjobs/jetjobs/internal/procfs"
 )
 
 // TestNATS29CrashLeavesNoKeyBehind: nats-server 2.9 killed mid-run and restarted on the same
@@ -54,7 +52,7 @@ func TestSIGTERMToWorkerAndHandlers(t *testing.T) {
 		return e.count("SELECT COUNT(*) FROM __analysis") == 1 && len(startsOf(e.readCalls())) == 2
 	})
 	// The handler runs in a process group of its own: signal it, and the worker.
-	for _, pid := range childrenOf(t, w.cmd.Process.Pid) {
+	for _, pid := range procfs.Children(w.cmd.Process.Pid) {
 		syscall.Kill(-pid, syscall.SIGTERM)
 	}
 	w.signal(syscall.SIGTERM)
@@ -84,63 +82,5 @@ func TestWorkerWaitsForMySQL(t *testing.T) {
 	w.signal(syscall.SIGTERM)
 	if code := w.wait(t); code != 0 {
 		t.Errorf("worker exit code %d after a SIGTERM while waiting, want 0\n%s", code, w.out.String())
-	}
-}
-
-// childrenOf lists the pids whose parent is pid.
-func childrenOf(t *testing.T, pid int) []int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var children []int
-	for _, e := range entries {
-		child, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid …; comm may hold spaces, so split after its closing parenthesis.
-		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
-			children = append(children, child)
-		}
-	}
-	return children
-}
-
-// TestBadKeySourceIsAUsageError: a configured key source that MySQL rejects is a
-// configuration error for the worker as for the scheduler: exit 2, naming the table.
-func TestBadKeySourceIsAUsageError(t *testing.T) {
-	e := newEnv(t, natstest.Embedded(t).ClientURL())
-	e.pipeline(1, 1)
-	data, err := os.ReadFile(e.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg map[string]any
-	if err := json.Unmarshal(data, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	cfg["tables"] = []map[string]any{{"table": e.table(), "key_source": "SELECT subject_id, session_id FROM no_such_table"}}
-	if data, err = json.Marshal(cfg); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(e.config, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for _, program := range []string{"worker", "scheduler"} {
-		args := []string{}
-		if program == "worker" {
-			args = append(args, "--exec", "true")
-		}
-		out, code := e.run(program, args...)
-		if code != 2 || !strings.Contains(out, e.table()) || !strings.Contains(out, "no_such_table") {
-			t.Errorf("%s: exit %d, want 2 with a message naming the table and the problem:\n%s", program, code, out)
-		}
 	}
 }

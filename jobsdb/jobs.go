@@ -18,6 +18,9 @@ const (
 	LeaseDurationDefault = 60 * time.Second
 	// PriorityDefault is DataJoint's jobs.default_priority.
 	PriorityDefault = 5
+	// PriorityMin and PriorityMax bound a priority: the column is a signed tinyint.
+	PriorityMin = -128
+	PriorityMax = 127
 	// StatementTimeoutDefault bounds each statement (each attempt of a transaction) but a
 	// refresh's: MySQL answers these in milliseconds, so a statement still running after this
 	// long is stuck behind a partition, a lock or a dead server, and is abandoned.

@@ -44,8 +44,8 @@ type RefreshResult struct {
 // The add, re-pend and stale statements read at READ COMMITTED, so a refresh over a million
 // keys takes no shared locks on the target and parents that would stall workers' inserts.
 func (j *Jobs) Refresh(ctx context.Context, opts RefreshOptions) (RefreshResult, error) {
-	if opts.Priority < -128 || opts.Priority > 127 {
-		return RefreshResult{}, fmt.Errorf("jobsdb: refresh %s: priority %d is out of range -128..127", j.t.FullName(), opts.Priority)
+	if opts.Priority < PriorityMin || opts.Priority > PriorityMax {
+		return RefreshResult{}, fmt.Errorf("jobsdb: refresh %s: priority %d is out of range %d..%d", j.t.FullName(), opts.Priority, PriorityMin, PriorityMax)
 	}
 	// Check the restrictions before anything is declared or written.
 	if err := j.t.addRestrictions(&conds{}, "", opts.Restrictions); err != nil {

@@ -2,6 +2,7 @@ package jobsdb
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -152,7 +153,8 @@ type statements struct {
 	// Scheduler and jobsctl.
 	recoverExpired string // reserved → pending (orphan)
 	markDispatched byKeys
-	nextDue        string
+	nextPriority   string // the next priority (after the argument) that has pending jobs
+	nextDueOf      string // the earliest not-yet-due scheduled_time of one priority
 	ignore         string // any → ignore (inserts the row when there is none)
 	deleteJobs     string // any → deleted, followed by a filter's WHERE
 	retryErrors    string // error → pending, followed by a filter's WHERE
@@ -162,6 +164,7 @@ type statements struct {
 	selectJobs jobsSelect // without error_stack
 	selectJob  jobsSelect // with error_stack, WHERE the key (Get)
 	orderJobs  string
+	orderDue   string // within one priority
 }
 
 // jobsSelect is a SELECT of jobs in two spellings: for an adopted jobs table, and for one that
@@ -274,7 +277,11 @@ func newStatements(t *Target) *statements {
 		tuple: tuple,
 		tail:  ") AND `status` = 'pending'",
 	}
-	s.nextDue = "SELECT MIN(`scheduled_time`) FROM " + s.table + " WHERE `status` = 'pending' AND `scheduled_time` > NOW(3)"
+	// Both read one entry of the (status, priority, scheduled_time) index: MariaDB has no skip
+	// scan, so a MIN over every priority at once would read every pending row.
+	s.nextPriority = "SELECT MIN(`priority`) FROM " + s.table + " WHERE `status` = 'pending' AND `priority` > ?"
+	s.nextDueOf = "SELECT MIN(`scheduled_time`) FROM " + s.table +
+		" WHERE `status` = 'pending' AND `priority` = ? AND `scheduled_time` > NOW(3)"
 	s.ignore = "INSERT INTO " + s.table + " (" + keys + ", `status`, `priority`) VALUES (" +
 		strings.TrimSuffix(strings.Repeat("?, ", len(t.KeyColumns)), ", ") + ", 'ignore', ?)" +
 		" ON DUPLICATE KEY UPDATE `status` = 'ignore', `lease_token` = '', `lease_expires` = NULL"
@@ -292,6 +299,7 @@ func newStatements(t *Target) *statements {
 	}
 	// The order workers take jobs in, then the key for a stable listing.
 	s.orderJobs = " ORDER BY `priority`, `scheduled_time`, " + keys
+	s.orderDue = " ORDER BY `scheduled_time`, " + keys
 	return s
 }
 
@@ -592,31 +600,21 @@ func (t *Target) filterConds(f Filter) (*conds, error) {
 	return c, nil
 }
 
-// dueConds are the conditions of DueForDispatch: due pending jobs never published since they
-// became pending, or published and presumed lost (see DueFilter).
-func dueConds(f DueFilter) *conds {
+// dueConds are the conditions of DueForDispatch within one priority: due pending jobs never
+// published since they became pending, or published and presumed lost (see DueFilter). Each
+// is a range of the (status, priority, scheduled_time) index.
+func dueConds(f DueFilter, priority int) *conds {
 	c := &conds{}
-	c.add(isDue)
-	publishedBefore := "`dispatched_time` < NOW(3) - INTERVAL ? MICROSECOND"
-	need := []string{"`dispatched_time` IS NULL"}
-	var args []any
-	if f.RedispatchAfter > 0 {
-		need = append(need, publishedBefore)
-		args = append(args, micros(f.RedispatchAfter))
+	c.add("`status` = 'pending' AND `priority` = ? AND `scheduled_time` <= NOW(3)", priority)
+	republishAfter := f.RedispatchAfter
+	if f.Busy != nil && !slices.Contains(f.Busy, priority) {
+		republishAfter = f.LostAfter // its messages are gone from the stream
 	}
-	switch {
-	case f.Busy == nil:
-	case len(f.Busy) == 0:
-		need = append(need, publishedBefore)
-		args = append(args, micros(f.LostAfter))
-	default:
-		need = append(need, "(`priority` NOT IN "+inList(len(f.Busy))+" AND "+publishedBefore+")")
-		for _, p := range f.Busy {
-			args = append(args, p)
-		}
-		args = append(args, micros(f.LostAfter))
+	if republishAfter > 0 {
+		c.add("(`dispatched_time` IS NULL OR `dispatched_time` < NOW(3) - INTERVAL ? MICROSECOND)", micros(republishAfter))
+	} else {
+		c.add("`dispatched_time` IS NULL")
 	}
-	c.add("("+strings.Join(need, " OR ")+")", args...)
 	return c
 }
 

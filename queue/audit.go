@@ -195,3 +195,17 @@ func (t *Table) repairSubjects(ctx context.Context, s jetstream.Stream, h Health
 	}
 	return nil
 }
+
+// Messages is the number of messages in the table's stream, waiting or delivered and not yet
+// acked: one stream read, without the consumers' (cheaper than Health on a deep stream). A
+// table whose stream does not exist has none.
+func (t *Table) Messages(ctx context.Context) (uint64, error) {
+	s, err := t.js.Stream(ctx, t.stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("queue: stream %s: %w", t.stream, err)
+	}
+	return s.CachedInfo().State.Msgs, nil
+}

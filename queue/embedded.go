@@ -107,11 +107,11 @@ func (e *Embedded) Shutdown() {
 func loopbackHostPort(listen string) (string, int, error) {
 	host, portStr, err := net.SplitHostPort(listen)
 	if err != nil {
-		return "", 0, fmt.Errorf("queue: embedded NATS listen address %q: %w (want host:port, e.g. %s)", listen, err, DefaultEmbeddedListen)
+		return "", 0, fmt.Errorf("%w %q: %v (want host:port, e.g. %s)", ErrBadListen, listen, err, DefaultEmbeddedListen)
 	}
 	port, err := strconv.Atoi(portStr)
 	if err != nil || port < 0 || port > 65535 {
-		return "", 0, fmt.Errorf("queue: embedded NATS listen address %q: bad port", listen)
+		return "", 0, fmt.Errorf("%w %q: the port must be a number in 0..65535", ErrBadListen, listen)
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT

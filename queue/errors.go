@@ -22,6 +22,10 @@ var (
 	// ErrNotLoopback is returned by StartEmbedded for a listen address that is not on loopback.
 	ErrNotLoopback = errors.New("queue: embedded NATS listens on loopback only")
 
+	// ErrBadListen is returned by StartEmbedded for a listen address that is not host:port
+	// with a port in 0..65535.
+	ErrBadListen = errors.New("queue: bad embedded NATS listen address")
+
 	// ErrStopped is returned by Fetch after Stop.
 	ErrStopped = errors.New("queue: fetcher stopped")
 )

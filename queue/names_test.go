@@ -201,9 +201,9 @@ func TestLoopbackHostPort(t *testing.T) {
 			t.Errorf("loopbackHostPort(%q) error = %v, want ErrNotLoopback", listen, err)
 		}
 	}
-	for _, listen := range []string{"127.0.0.1", "127.0.0.1:x", "127.0.0.1:70000"} {
-		if _, _, err := loopbackHostPort(listen); err == nil {
-			t.Errorf("loopbackHostPort(%q) accepted", listen)
+	for _, listen := range []string{"127.0.0.1", "127.0.0.1:x", "127.0.0.1:70000", "nonsense"} {
+		if _, _, err := loopbackHostPort(listen); !errors.Is(err, ErrBadListen) {
+			t.Errorf("loopbackHostPort(%q) error = %v, want ErrBadListen", listen, err)
 		}
 	}
 }

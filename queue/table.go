@@ -78,7 +78,6 @@ func (s Storage) jetstream() jetstream.StorageType {
 	return jetstream.FileStorage
 }
 
-
 func (c Config) withDefaults() Config {
 	if c.Prefix == "" {
 		c.Prefix = DefaultPrefix

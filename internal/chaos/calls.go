@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/jetjobs/jetjobs/internal/procfs"
 )
 
 // handlerScript is the workers' --exec handler. Each call appends a start line and, unless it
@@ -149,8 +151,8 @@ func (w *callWatcher) poll() {
 	defer w.mu.Unlock()
 	for id, c := range w.open {
 		before := time.Now()
-		st, ok := readStat(c.hpid)
-		if ok && st.startTime == c.ticks && st.state != 'Z' && st.state != 'X' {
+		st, ok := procfs.Read(c.hpid)
+		if ok && st.StartTime == c.ticks && st.State != 'Z' && st.State != 'X' {
 			c.lastAlive = before
 			continue
 		}

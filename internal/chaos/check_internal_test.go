@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jetjobs/jetjobs/internal/procfs"
 )
 
 const testWait = 10 * time.Second
@@ -57,12 +59,12 @@ func TestCallWatcher(t *testing.T) {
 		if err := handler.Start(); err != nil {
 			t.Fatal(err)
 		}
-		st, ok := readStat(handler.Process.Pid)
+		st, ok := procfs.Read(handler.Process.Pid)
 		if !ok {
 			t.Fatal("no /proc entry for a running process")
 		}
 		start := time.Now()
-		appendLine(t, path, "start 1:1 tokA %d %d %d %d", handler.Process.Pid, os.Getpid(), start.UnixNano(), st.startTime)
+		appendLine(t, path, "start 1:1 tokA %d %d %d %d", handler.Process.Pid, os.Getpid(), start.UnixNano(), st.StartTime)
 		waitFor(t, "the watcher to see the handler alive", func() bool {
 			calls, _ := w.snapshot()
 			w.mu.Lock()
@@ -91,8 +93,8 @@ func TestCallWatcher(t *testing.T) {
 	t.Run("a start line of a process that is not there (pid reused) is dead at once", func(t *testing.T) {
 		t.Parallel()
 		w, path := newTestWatcher(t)
-		st, _ := readStat(os.Getpid())
-		appendLine(t, path, "start 1:2 - %d 1 %d %d", os.Getpid(), time.Now().UnixNano(), st.startTime+1)
+		st, _ := procfs.Read(os.Getpid())
+		appendLine(t, path, "start 1:2 - %d 1 %d %d", os.Getpid(), time.Now().UnixNano(), st.StartTime+1)
 		waitFor(t, "the call to be read and found dead", func() bool {
 			calls, _ := w.snapshot()
 			return len(calls) == 1 && w.running() == 0
@@ -182,23 +184,6 @@ func TestCheck(t *testing.T) {
 	}
 	if got := res.Summary(); !strings.HasPrefix(got, "chaos: keys=6 faults=1 lost=2 double=1 stuck=2 errors=1 seconds=") {
 		t.Errorf("summary %q", got)
-	}
-}
-
-func TestParseStat(t *testing.T) {
-	t.Parallel()
-	// The command name may hold spaces and parentheses; the fields follow the last ')'.
-	line := "4242 (a (weird) name) S 17 4242 4242 0 -1 4194560 99 0 0 0 1 2 0 0 20 0 1 0 123456 1000 50"
-	st, ok := parseStat(line)
-	if !ok || st.state != 'S' || st.ppid != 17 || st.pgrp != 4242 || st.startTime != 123456 {
-		t.Errorf("parseStat = %+v, %v", st, ok)
-	}
-	if _, ok := parseStat("garbage"); ok {
-		t.Error("parseStat accepted garbage")
-	}
-	self, ok := readStat(os.Getpid())
-	if !ok || self.ppid != os.Getppid() {
-		t.Errorf("readStat(self) = %+v, %v; want ppid %d", self, ok, os.Getppid())
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jetjobs/jetjobs/internal/faultproxy"
+	"github.com/jetjobs/jetjobs/internal/procfs"
 )
 
 // Fault kinds, by the part of the system they hit.
@@ -277,7 +278,7 @@ func (h *harness) faultWorker(ctx context.Context, rng *rand.Rand, kind string) 
 		for j := range h.workers {
 			i := (first + j) % len(h.workers)
 			c := h.workers[i]
-			if c != nil && !c.exited() && (len(children(c.pid())) > 0 || time.Now().After(deadline)) {
+			if c != nil && !c.exited() && (len(procfs.Children(c.pid())) > 0 || time.Now().After(deadline)) {
 				w = c
 				h.workers[i] = nil // the supervisor fills the slot
 				break
@@ -309,7 +310,7 @@ func (h *harness) faultWorker(ctx context.Context, rng *rand.Rand, kind string) 
 		// The worker and each handler's process group, at once, as a terminal's Ctrl-C or a
 		// container stop does.
 		var groups []string
-		kids := children(w.pid())
+		kids := procfs.Children(w.pid())
 		w.signal(syscall.SIGTERM)
 		for _, pid := range kids {
 			syscall.Kill(-pid, syscall.SIGTERM)

@@ -139,57 +139,6 @@ func (p *proc) logTail(n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// children lists the processes whose parent is pid, from /proc.
-func children(pid int) []int {
-	entries, _ := os.ReadDir("/proc")
-	var kids []int
-	for _, e := range entries {
-		child, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		st, ok := readStat(child)
-		if ok && st.ppid == pid {
-			kids = append(kids, child)
-		}
-	}
-	return kids
-}
-
-// procStat is what the harness reads of /proc/<pid>/stat.
-type procStat struct {
-	state     byte
-	ppid      int
-	pgrp      int
-	startTime uint64 // clock ticks after boot: with the pid, identifies a process
-}
-
-// readStat reads /proc/<pid>/stat; false when there is no such process.
-func readStat(pid int) (procStat, bool) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return procStat{}, false
-	}
-	return parseStat(string(data))
-}
-
-func parseStat(s string) (procStat, bool) {
-	// The command name is in parentheses and may hold spaces: the fields follow the last ')'.
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return procStat{}, false
-	}
-	f := strings.Fields(s[i+1:])
-	// f[0] is field 3 (state); ppid is field 4, pgrp 5, starttime 22.
-	if len(f) < 20 {
-		return procStat{}, false
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	pgrp, _ := strconv.Atoi(f[2])
-	start, _ := strconv.ParseUint(f[19], 10, 64)
-	return procStat{state: f[0][0], ppid: ppid, pgrp: pgrp, startTime: start}, true
-}
-
 // freeAddr returns a free host:port on 127.0.0.1.
 func freeAddr() (string, error) {
 	port, err := mysqlserver.FreePort()

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/jetjobs/jetjobs/internal/procfs"
 )
 
 // ErrUsage marks bad options (the command line exits with 2).
@@ -491,7 +493,7 @@ func (h *harness) cleanup(keep bool) {
 	h.mu.Unlock()
 	for _, p := range all {
 		if !p.exited() {
-			for _, kid := range children(p.pid()) {
+			for _, kid := range procfs.Children(p.pid()) {
 				syscall.Kill(-kid, syscall.SIGKILL)
 			}
 			p.stop(syscall.SIGKILL, stopTimeout)

@@ -10,11 +10,12 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+
+	"github.com/jetjobs/jetjobs/startstop"
 )
 
 // Defaults of Config.
@@ -127,23 +128,29 @@ func (c Config) withDefaults() Config {
 // errLost reports that the lock is no longer held by the elector's connection.
 var errLost = errors.New("lock lost")
 
-// Elector campaigns for one named lock and runs a function while it leads.
+// Term is the leader's work for one term of leadership. It is called when the elector starts
+// leading, with a context that is cancelled the moment the lock is lost or the elector stops,
+// and must return promptly once that context ends. A Term that returns earlier ends the term:
+// the elector releases the lock and campaigns again.
+type Term func(ctx context.Context)
+
+// Elector campaigns for one named lock between Start and Stop, and runs its Term while it
+// leads.
 type Elector struct {
+	startstop.Base
 	db    *sql.DB
 	name  string
 	cfg   Config
+	term  Term
 	log   *slog.Logger
 	state atomic.Int32
-
-	mu      sync.Mutex // guards running
-	running bool
 }
 
-// New returns an elector for the lock name (see LockName) on db. It does not touch the
-// database until Run.
-func New(db *sql.DB, name string, cfg Config) *Elector {
+// New returns an elector for the lock name (see LockName) on db that runs term whenever it
+// leads. It does not touch the database until Start.
+func New(db *sql.DB, name string, cfg Config, term Term) *Elector {
 	cfg = cfg.withDefaults()
-	return &Elector{db: db, name: name, cfg: cfg, log: cfg.Logger.With("lock", name)}
+	return &Elector{db: db, name: name, cfg: cfg, term: term, log: cfg.Logger.With("lock", name)}
 }
 
 // Name returns the lock name.
@@ -158,25 +165,26 @@ func (e *Elector) setState(s State) {
 	}
 }
 
-// Run campaigns for the lock until ctx ends. Each time it wins, it calls lead with a context
-// that is cancelled when the lock is lost or ctx ends, and waits for lead to return before it
-// releases the lock and campaigns again. lead must return promptly once its context ends. Run
-// returns nil when ctx ends; it is an error to run one Elector twice at once.
-func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context)) error {
-	e.mu.Lock()
-	if e.running {
-		e.mu.Unlock()
-		return errors.New("leadership: elector is already running")
+// Start campaigns for the lock in the background until Stop is called or ctx ends. Each time
+// the elector wins, it runs its Term, and waits for it to return before it releases the lock
+// and campaigns again. Start on a running elector does nothing. It never fails: MySQL errors
+// are logged and retried.
+func (e *Elector) Start(ctx context.Context) error {
+	ctx, ok, done := e.StartInit(ctx)
+	if !ok {
+		return nil
 	}
-	e.running = true
-	e.mu.Unlock()
-	defer func() {
-		e.mu.Lock()
-		e.running = false
-		e.mu.Unlock()
+	go func() {
+		defer done()
+		e.campaign(ctx)
 	}()
-	defer e.setState(StateUnknown)
+	return nil
+}
 
+// campaign tries to take the lock every RetryInterval (backing off while MySQL fails), and
+// holds it while it leads, until ctx ends.
+func (e *Elector) campaign(ctx context.Context) {
+	defer e.setState(StateUnknown)
 	errBackoff := backoff.NewExponentialBackOff()
 	errBackoff.InitialInterval = e.cfg.RetryInterval
 	errBackoff.MaxInterval = e.cfg.MaxErrorBackoff
@@ -188,62 +196,69 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context)) error
 			e.discard(conn)
 		}
 	}()
-	for {
+	for ctx.Err() == nil {
+		wait := e.attempt(ctx, &conn, errBackoff)
 		if ctx.Err() != nil {
-			return nil
-		}
-		wait := e.cfg.RetryInterval
-		var err error
-		if conn == nil {
-			conn, err = e.db.Conn(ctx)
-		}
-		var won bool
-		if err == nil {
-			won, err = e.tryLock(ctx, conn)
-		}
-		switch {
-		case ctx.Err() != nil:
-			return nil
-		case err != nil:
-			e.setState(StateUnknown)
-			wait = errBackoff.NextBackOff()
-			e.log.Warn("leadership: cannot reach MySQL; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
-			if conn != nil {
-				e.discard(conn)
-				conn = nil
-			}
-		case !won:
-			errBackoff.Reset()
-			e.setState(StateStandby)
-		default:
-			errBackoff.Reset()
-			e.setState(StateLeader)
-			keep := e.hold(ctx, conn, lead)
-			if !keep {
-				// The lock was lost or its connection failed: never reuse that connection.
-				e.discard(conn)
-				conn = nil
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			if keep {
-				e.setState(StateStandby)
-			} else {
-				// Losing the lock usually means this connection or process is in trouble:
-				// let a standby, which retries every RetryInterval, take over first.
-				e.setState(StateUnknown)
-				wait = e.cfg.RetryInterval + e.cfg.TakeoverDelay
-			}
+			return
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil
+			return
 		case <-t.C:
 		}
 	}
+}
+
+// attempt tries once to take the lock on *conn (opening one when it is nil, and discarding a
+// connection that failed or lost the lock), leads for as long as it holds the lock, and
+// returns how long to wait before the next attempt.
+func (e *Elector) attempt(ctx context.Context, conn **sql.Conn, errBackoff *backoff.ExponentialBackOff) time.Duration {
+	var err error
+	if *conn == nil {
+		*conn, err = e.db.Conn(ctx)
+	}
+	var won bool
+	if err == nil {
+		won, err = e.tryLock(ctx, *conn)
+	}
+	switch {
+	case ctx.Err() != nil:
+		return 0
+	case err != nil:
+		e.setState(StateUnknown)
+		wait := errBackoff.NextBackOff()
+		e.log.Warn("leadership: cannot reach MySQL; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
+		if *conn != nil {
+			e.discard(*conn)
+			*conn = nil
+		}
+		return wait
+	case !won:
+		errBackoff.Reset()
+		e.setState(StateStandby)
+		return e.cfg.RetryInterval
+	}
+	errBackoff.Reset()
+	e.setState(StateLeader)
+	keep := e.hold(ctx, *conn)
+	if !keep {
+		// The lock was lost or its connection failed: never reuse that connection.
+		e.discard(*conn)
+		*conn = nil
+	}
+	switch {
+	case ctx.Err() != nil:
+		return 0
+	case keep:
+		e.setState(StateStandby)
+		return e.cfg.RetryInterval
+	}
+	// Losing the lock usually means this connection or process is in trouble: let a
+	// standby, which retries every RetryInterval, take over first.
+	e.setState(StateUnknown)
+	return e.cfg.RetryInterval + e.cfg.TakeoverDelay
 }
 
 // tryLock asks for the lock without waiting.
@@ -274,55 +289,64 @@ func (e *Elector) check(ctx context.Context, conn *sql.Conn) error {
 	return nil
 }
 
-// hold runs while conn holds the lock: the takeover delay, then lead under a context that is
-// cancelled when the lock is lost. It returns whether conn is still usable (the lock was
+// hold runs while conn holds the lock: the takeover delay, then the term under a context that
+// is cancelled when the lock is lost. It returns whether conn is still usable (the lock was
 // released cleanly).
-func (e *Elector) hold(ctx context.Context, conn *sql.Conn, lead func(context.Context)) bool {
+func (e *Elector) hold(ctx context.Context, conn *sql.Conn) bool {
 	ticker := time.NewTicker(e.cfg.CheckInterval)
 	defer ticker.Stop()
+	if lead, keep := e.takeover(ctx, conn, ticker.C); !lead {
+		return keep
+	}
+	return e.lead(ctx, conn, ticker.C)
+}
 
-	// Takeover delay: a previous holder that lost its connection notices within
-	// CheckInterval + CheckTimeout; keep checking our own hold meanwhile.
+// takeover waits TakeoverDelay after the lock was taken, checking it on every tick: a previous
+// holder that lost its connection notices within CheckInterval + CheckTimeout. It reports
+// whether to lead, and otherwise whether conn is still usable.
+func (e *Elector) takeover(ctx context.Context, conn *sql.Conn, tick <-chan time.Time) (lead, keep bool) {
 	e.log.Debug("leadership: got the lock; waiting before leading", "delay", e.cfg.TakeoverDelay)
 	delay := time.NewTimer(e.cfg.TakeoverDelay)
 	defer delay.Stop()
-waiting:
 	for {
 		select {
 		case <-ctx.Done():
-			return e.release(conn)
+			return false, e.release(conn)
 		case <-delay.C:
-			break waiting
-		case <-ticker.C:
+			return true, false
+		case <-tick:
 			if err := e.check(ctx, conn); err != nil {
-				if ctx.Err() != nil {
-					return false
+				if ctx.Err() == nil {
+					e.log.Warn("leadership: lost the lock before leading", "err", err)
 				}
-				e.log.Warn("leadership: lost the lock before leading", "err", err)
-				return false
+				return false, false
 			}
 		}
 	}
+}
 
+// lead runs the term until it returns, checking the lock on every tick and cancelling the
+// term's context when it is lost. It returns whether conn is still usable.
+func (e *Elector) lead(ctx context.Context, conn *sql.Conn, tick <-chan time.Time) bool {
 	e.log.Info("leadership: leading")
-	leadCtx, cancel := context.WithCancel(ctx)
+	termCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		lead(leadCtx)
+		e.term(termCtx)
 	}()
 	for {
 		select {
 		case <-done:
-			// Stopped by ctx, or lead returned on its own: give the lock back.
+			// Stopped by ctx, or the term returned on its own: give the lock back.
 			if ctx.Err() != nil {
 				e.log.Info("leadership: stopped leading; releasing the lock")
 			} else {
 				e.log.Warn("leadership: leader function returned; releasing the lock")
 			}
 			return e.release(conn)
-		case <-ticker.C:
+		case <-tick:
 			if err := e.check(ctx, conn); err != nil {
 				if ctx.Err() != nil {
 					continue // stopping anyway; done follows

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jetjobs/jetjobs/internal/leadership"
 	"github.com/jetjobs/jetjobs/internal/mysqltest"
+	"github.com/jetjobs/jetjobs/internal/waitfor"
 )
 
 func TestMain(m *testing.M) { mysqltest.Main(m) }
@@ -24,26 +25,12 @@ var fast = leadership.Config{
 	CheckTimeout:  500 * time.Millisecond,
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting until %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// candidate is one elector running in the background, with what its leader function saw.
+// candidate is one started elector, with what its terms saw.
 type candidate struct {
 	name     string
 	elector  *leadership.Elector
-	cancel   context.CancelFunc
-	done     chan struct{} // closed when Run returned
-	runErr   error
 	leading  atomic.Bool
-	terms    atomic.Int32  // times lead was called
+	terms    atomic.Int32  // terms begun
 	lostTerm chan struct{} // closed when a term's context ended
 	lostOnce sync.Once
 }
@@ -62,47 +49,45 @@ func setup(t *testing.T) *bundle {
 	return &bundle{db: db, lock: leadership.LockName(db.Name + ".target")}
 }
 
-func (b *bundle) start(t *testing.T, name string) *candidate {
+// candidate returns an elector on the test's lock, with its own pool, not yet started.
+func (b *bundle) candidate(t *testing.T, name string) *candidate {
 	t.Helper()
 	pool, err := sql.Open("mysql", b.db.DSN)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pool.Close() })
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &candidate{
-		name:     name,
-		elector:  leadership.New(pool, b.lock, fast),
-		cancel:   cancel,
-		done:     make(chan struct{}),
-		lostTerm: make(chan struct{}),
-	}
-	go func() {
-		defer close(c.done)
-		c.runErr = c.elector.Run(ctx, func(ctx context.Context) {
-			n := b.leaders.Add(1)
-			for {
-				m := b.maxSeen.Load()
-				if n <= m || b.maxSeen.CompareAndSwap(m, n) {
-					break
-				}
+	c := &candidate{name: name, lostTerm: make(chan struct{})}
+	c.elector = leadership.New(pool, b.lock, fast, func(ctx context.Context) {
+		n := b.leaders.Add(1)
+		for {
+			m := b.maxSeen.Load()
+			if n <= m || b.maxSeen.CompareAndSwap(m, n) {
+				break
 			}
-			c.terms.Add(1)
-			c.leading.Store(true)
-			<-ctx.Done()
-			c.leading.Store(false)
-			b.leaders.Add(-1)
-			c.lostOnce.Do(func() { close(c.lostTerm) })
-		})
-	}()
-	t.Cleanup(c.stop)
+		}
+		c.terms.Add(1)
+		c.leading.Store(true)
+		<-ctx.Done()
+		c.leading.Store(false)
+		b.leaders.Add(-1)
+		c.lostOnce.Do(func() { close(c.lostTerm) })
+	})
+	t.Cleanup(c.elector.Stop) // before the pool closes: cleanups run last-registered first
 	return c
 }
 
-func (c *candidate) stop() {
-	c.cancel()
-	<-c.done
+// start returns a started candidate.
+func (b *bundle) start(t *testing.T, name string) *candidate {
+	t.Helper()
+	c := b.candidate(t, name)
+	if err := c.elector.Start(context.Background()); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	return c
 }
+
+func (c *candidate) stop() { c.elector.Stop() }
 
 // sample watches the number of leaders until stop is called and fails the test if it ever
 // exceeds one.
@@ -177,13 +162,13 @@ func TestElector(t *testing.T) {
 		b := setup(t)
 		stopSampling := b.sample(t)
 		a, c := b.start(t, "a"), b.start(t, "b")
-		waitFor(t, 10*time.Second, "one candidate leads", func() bool { return len(leaderOf(a, c)) == 1 })
+		waitfor.Within(t, 10*time.Second, "one candidate leads", func() bool { return len(leaderOf(a, c)) == 1 })
 		leader := leaderOf(a, c)[0]
 		standby := a
 		if leader == a {
 			standby = c
 		}
-		waitFor(t, 5*time.Second, "the other is standby", func() bool {
+		waitfor.Within(t, 5*time.Second, "the other is standby", func() bool {
 			return standby.elector.State() == leadership.StateStandby
 		})
 		if s := leader.elector.State(); s != leadership.StateLeader {
@@ -202,9 +187,9 @@ func TestElector(t *testing.T) {
 		b := setup(t)
 		stopSampling := b.sample(t)
 		a := b.start(t, "a")
-		waitFor(t, 10*time.Second, "a leads", func() bool { return a.leading.Load() })
+		waitfor.Within(t, 10*time.Second, "a leads", func() bool { return a.leading.Load() })
 		c := b.start(t, "b")
-		waitFor(t, 5*time.Second, "b is standby", func() bool { return c.elector.State() == leadership.StateStandby })
+		waitfor.Within(t, 5*time.Second, "b is standby", func() bool { return c.elector.State() == leadership.StateStandby })
 
 		var holder int64
 		if err := b.db.SQL.QueryRow("SELECT IS_USED_LOCK(?)", b.lock).Scan(&holder); err != nil {
@@ -219,10 +204,10 @@ func TestElector(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("the old leader's context was not cancelled after its connection was killed")
 		}
-		waitFor(t, 5*time.Second, "b leads", func() bool { return c.leading.Load() })
+		waitfor.Within(t, 5*time.Second, "b leads", func() bool { return c.leading.Load() })
 		t.Logf("takeover took %v", time.Since(killed).Round(time.Millisecond))
 		// a lost its connection; it campaigns again, as a standby.
-		waitFor(t, 5*time.Second, "a is standby", func() bool { return a.elector.State() == leadership.StateStandby })
+		waitfor.Within(t, 5*time.Second, "a is standby", func() bool { return a.elector.State() == leadership.StateStandby })
 		if a.leading.Load() {
 			t.Error("a leads again while b holds the lock")
 		}
@@ -234,17 +219,17 @@ func TestElector(t *testing.T) {
 		b := setup(t)
 		stopSampling := b.sample(t)
 		a := b.start(t, "a")
-		waitFor(t, 10*time.Second, "a leads", func() bool { return a.leading.Load() })
+		waitfor.Within(t, 10*time.Second, "a leads", func() bool { return a.leading.Load() })
 		c := b.start(t, "b")
-		waitFor(t, 5*time.Second, "b is standby", func() bool { return c.elector.State() == leadership.StateStandby })
+		waitfor.Within(t, 5*time.Second, "b is standby", func() bool { return c.elector.State() == leadership.StateStandby })
 		a.stop()
-		if a.runErr != nil {
-			t.Errorf("Run returned %v after its context ended", a.runErr)
-		}
 		if a.leading.Load() {
-			t.Error("a still leads after Run returned")
+			t.Error("a still leads after Stop returned")
 		}
-		waitFor(t, 5*time.Second, "b leads", func() bool { return c.leading.Load() })
+		if s := a.elector.State(); s != leadership.StateUnknown {
+			t.Errorf("a's state after Stop = %v, want unknown", s)
+		}
+		waitfor.Within(t, 5*time.Second, "b leads", func() bool { return c.leading.Load() })
 		c.stop()
 		var free int
 		if err := b.db.SQL.QueryRow("SELECT IS_FREE_LOCK(?)", b.lock).Scan(&free); err != nil {
@@ -260,7 +245,7 @@ func TestElector(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		a := b.start(t, "a")
-		waitFor(t, 10*time.Second, "a leads", func() bool { return a.leading.Load() })
+		waitfor.Within(t, 10*time.Second, "a leads", func() bool { return a.leading.Load() })
 		// Kill a's connection and take the lock on a connection of our own before a retries.
 		var holder int64
 		if err := b.db.SQL.QueryRow("SELECT IS_USED_LOCK(?)", b.lock).Scan(&holder); err != nil {
@@ -283,23 +268,73 @@ func TestElector(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("a kept leading after losing its lock")
 		}
-		waitFor(t, 5*time.Second, "a is standby", func() bool { return a.elector.State() == leadership.StateStandby })
+		waitfor.Within(t, 5*time.Second, "a is standby", func() bool { return a.elector.State() == leadership.StateStandby })
 		if _, err := conn.ExecContext(context.Background(), "DO RELEASE_LOCK(?)", b.lock); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 5*time.Second, "a leads again", func() bool { return a.leading.Load() })
+		waitfor.Within(t, 5*time.Second, "a leads again", func() bool { return a.leading.Load() })
 		if n := a.terms.Load(); n != 2 {
 			t.Errorf("a led %d terms, want 2", n)
 		}
 	})
 
-	t.Run("running one elector twice at once is an error", func(t *testing.T) {
+	t.Run("Start on a running elector does nothing; a stopped one starts again", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
+		stopSampling := b.sample(t)
 		a := b.start(t, "a")
-		waitFor(t, 10*time.Second, "a runs", func() bool { return a.elector.State() != leadership.StateUnknown })
-		if err := a.elector.Run(context.Background(), func(context.Context) {}); err == nil {
-			t.Error("second Run returned nil")
+		waitfor.Within(t, 10*time.Second, "a leads", func() bool { return a.leading.Load() })
+		if err := a.elector.Start(context.Background()); err != nil {
+			t.Fatalf("second Start: %v", err)
+		}
+		// A second campaign would be a second connection asking for the lock: it would fail
+		// to get it, and its state would flip to standby. Watch a few check intervals.
+		time.Sleep(10 * fast.CheckInterval) // observation window, not synchronisation
+		if n, s := a.terms.Load(), a.elector.State(); n != 1 || s != leadership.StateLeader {
+			t.Errorf("after a second Start: %d terms, state %v; want 1 term, leader", n, s)
+		}
+		a.stop()
+		select {
+		case <-a.lostTerm:
+		default:
+			t.Fatal("Stop returned before the term's context ended")
+		}
+		if err := a.elector.Start(context.Background()); err != nil {
+			t.Fatalf("Start after Stop: %v", err)
+		}
+		waitfor.Within(t, 10*time.Second, "a leads again", func() bool { return a.leading.Load() })
+		if n := a.terms.Load(); n != 2 {
+			t.Errorf("a led %d terms, want 2", n)
+		}
+		stopSampling()
+	})
+
+	t.Run("Stop before Start does nothing, and the end of Start's context stops the elector", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		a := b.candidate(t, "a")
+		a.stop()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		if err := a.elector.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waitfor.Within(t, 10*time.Second, "a leads", func() bool { return a.leading.Load() })
+		cancel()
+		select {
+		case <-a.elector.Stopped():
+		case <-time.After(10 * time.Second):
+			t.Fatal("the elector did not stop within 10s of its context ending")
+		}
+		if a.leading.Load() {
+			t.Error("a still leads after its context ended")
+		}
+		var free int
+		if err := b.db.SQL.QueryRow("SELECT IS_FREE_LOCK(?)", b.lock).Scan(&free); err != nil {
+			t.Fatal(err)
+		}
+		if free != 1 {
+			t.Error("the lock is still held after the elector's context ended")
 		}
 	})
 }

@@ -1,321 +1,24 @@
-package scheduler_test
+package scheduler
 
 import (
 	"context"
-	"database/sql"
-	"encoding/json"
-	"fmt"
+	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jetjobs/jetjobs/config"
-	"github.com/jetjobs/jetjobs/internal/cli"
 	"github.com/jetjobs/jetjobs/internal/leadership"
-	"github.com/jetjobs/jetjobs/internal/mysqltest"
 	"github.com/jetjobs/jetjobs/internal/natstest"
-	"github.com/jetjobs/jetjobs/internal/scheduler"
+	"github.com/jetjobs/jetjobs/internal/waitfor"
 	"github.com/jetjobs/jetjobs/jobsdb"
 	"github.com/jetjobs/jetjobs/queue"
 )
-
-func TestMain(m *testing.M) { mysqltest.Main(m) }
-
-const (
-	targetName = "__analysis"
-	jobsName   = "~~analysis"
-)
-
-// bundle is one test's pipeline: a parent table "subject", the target "__analysis" whose key
-// (subject_id) comes from it, a NATS server, and the test's own handles on the jobs table and
-// the stream.
-type bundle struct {
-	db     *mysqltest.DB
-	pool   *sql.DB // jobsdb.Open pool shared by the schedulers of the test
-	nc     *nats.Conn
-	cfg    config.Config
-	table  string // schema.__analysis
-	jobs   *jobsdb.Jobs
-	stream *queue.Table
-	log    *slog.Logger
-}
-
-// setup builds the pipeline with subjects 1..subjects on an embedded NATS server.
-func setup(t *testing.T, subjects int) *bundle {
-	t.Helper()
-	return setupOn(t, natstest.Embedded(t).ClientURL(), subjects)
-}
-
-// setupOn builds the pipeline on the NATS server at natsURL; the stream is deleted at the end.
-func setupOn(t *testing.T, natsURL string, subjects int) *bundle {
-	t.Helper()
-	ctx := t.Context()
-	db := mysqltest.New(t)
-	db.Exec(t,
-		"CREATE TABLE subject (subject_id INT NOT NULL, PRIMARY KEY (subject_id))",
-		"CREATE TABLE `"+targetName+"` (subject_id INT NOT NULL, result DOUBLE, PRIMARY KEY (subject_id), "+
-			"FOREIGN KEY (subject_id) REFERENCES subject (subject_id))",
-	)
-	b := &bundle{db: db, table: db.Name + "." + targetName}
-	b.addSubjects(t, 1, subjects)
-
-	pool, err := jobsdb.Open(ctx, db.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pool.Close() })
-	b.pool = pool
-
-	b.nc = connect(t, natsURL)
-
-	b.cfg = config.Default()
-	b.cfg.Tables = []config.Table{{Table: b.table}}
-	b.cfg.Jobs.RefreshInterval = config.Seconds(200 * time.Millisecond)
-	b.log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-
-	jobs, err := cli.OpenJobs(ctx, pool, b.cfg, b.table, jobsdb.Identity{User: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.jobs = jobs
-	if err := jobs.Declare(ctx); err != nil {
-		t.Fatal(err)
-	}
-	stream, err := queue.Open(ctx, b.nc, db.Name, targetName, b.queueConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.stream = stream
-	t.Cleanup(func() {
-		// Leave nothing behind on a shared server. The schedulers have stopped by now
-		// (cleanups run last-registered first).
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := b.stream.Delete(ctx); err != nil {
-			t.Logf("delete the test's stream: %v", err)
-		}
-	})
-	return b
-}
-
-func (b *bundle) queueConfig() queue.Config {
-	return queue.Config{Prefix: b.cfg.NATS.SubjectPrefix, Replicas: 1, AckWait: b.cfg.NATS.AckWait.Duration()}
-}
-
-// connect connects to the NATS server at url for the test.
-func connect(t *testing.T, url string) *nats.Conn {
-	t.Helper()
-	nc, err := queue.Connect(t.Context(), queue.ConnectOptions{URL: url, Name: t.Name()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
-}
-
-func (b *bundle) addSubjects(t *testing.T, from, to int) {
-	t.Helper()
-	for i := from; i <= to; i++ {
-		b.db.Exec(t, fmt.Sprintf("INSERT INTO subject VALUES (%d)", i))
-	}
-}
-
-// fastOptions are the scheduler options of the tests: short intervals, the test's logger.
-func (b *bundle) fastOptions() scheduler.Options {
-	return scheduler.Options{
-		Config:          b.cfg,
-		Tables:          []string{b.table},
-		DB:              b.pool,
-		NATS:            b.nc,
-		Logger:          b.log,
-		PollInterval:    100 * time.Millisecond,
-		RecoverInterval: 200 * time.Millisecond,
-		ErrorBackoffMax: 500 * time.Millisecond,
-		Leadership: leadership.Config{
-			RetryInterval: 50 * time.Millisecond,
-			CheckInterval: 50 * time.Millisecond,
-			CheckTimeout:  500 * time.Millisecond,
-		},
-	}
-}
-
-// running is a scheduler running in the background.
-type running struct {
-	s         *scheduler.Scheduler
-	cancel    context.CancelFunc
-	done      chan struct{}
-	err       error
-	published atomic.Int64
-	already   atomic.Int64
-}
-
-func (b *bundle) start(t *testing.T, modify func(*scheduler.Options)) *running {
-	t.Helper()
-	r := &running{done: make(chan struct{})}
-	opts := b.fastOptions()
-	if modify != nil {
-		modify(&opts)
-	}
-	opts.OnDispatch = func(ev scheduler.DispatchEvent) {
-		if ev.Table != b.table {
-			t.Errorf("dispatch event for table %q, want %q", ev.Table, b.table)
-		}
-		r.published.Add(int64(ev.Published))
-		r.already.Add(int64(ev.AlreadyQueued))
-	}
-	r.s = scheduler.New(opts)
-	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
-	go func() {
-		defer close(r.done)
-		r.err = r.s.Run(ctx)
-	}()
-	t.Cleanup(func() { r.stop(t) })
-	return r
-}
-
-func (r *running) stop(t *testing.T) {
-	t.Helper()
-	r.cancel()
-	select {
-	case <-r.done:
-	case <-time.After(15 * time.Second):
-		t.Fatal("scheduler did not stop within 15s")
-	}
-	if r.err != nil {
-		t.Errorf("Run returned %v after its context ended", r.err)
-	}
-}
-
-func (r *running) state(table string) leadership.State { return r.s.States()[table] }
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting until %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// receiver fetches the table's messages and records their keys.
-type receiver struct {
-	t       *testing.T
-	fetcher *queue.Fetcher
-	mu      sync.Mutex
-	msgs    []queue.Msg
-}
-
-func (b *bundle) receiver(t *testing.T) *receiver {
-	t.Helper()
-	f := b.stream.NewFetcher(nil)
-	t.Cleanup(f.Stop)
-	return &receiver{t: t, fetcher: f}
-}
-
-// subjectID decodes a message's key.
-func subjectID(t *testing.T, key []byte) int {
-	t.Helper()
-	var k struct {
-		SubjectID *int `json:"subject_id"`
-	}
-	if err := json.Unmarshal(key, &k); err != nil || k.SubjectID == nil {
-		t.Fatalf("message key %s is not {\"subject_id\": n}: %v", key, err)
-	}
-	return *k.SubjectID
-}
-
-// fetch collects messages until it has n more or the timeout passes, and returns the
-// subject ids of the new ones.
-func (r *receiver) fetch(n int, timeout time.Duration) []int {
-	r.t.Helper()
-	ctx, cancel := context.WithTimeout(r.t.Context(), timeout)
-	defer cancel()
-	var ids []int
-	for len(ids) < n {
-		msgs, err := r.fetcher.Fetch(ctx, n-len(ids))
-		if ctx.Err() != nil {
-			break
-		}
-		if err != nil {
-			r.t.Fatalf("fetch: %v", err)
-		}
-		for _, m := range msgs {
-			ids = append(ids, subjectID(r.t, m.Key()))
-		}
-		r.mu.Lock()
-		r.msgs = append(r.msgs, msgs...)
-		r.mu.Unlock()
-	}
-	slices.Sort(ids)
-	return ids
-}
-
-// ack acknowledges the received message of subject id, dropping it from the stream.
-func (r *receiver) ack(id int) {
-	r.t.Helper()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for i, m := range r.msgs {
-		if subjectID(r.t, m.Key()) == id {
-			if err := m.Ack(r.t.Context()); err != nil {
-				r.t.Fatalf("ack %d: %v", id, err)
-			}
-			r.msgs = slices.Delete(r.msgs, i, i+1)
-			return
-		}
-	}
-	r.t.Fatalf("no received message for subject %d", id)
-}
-
-// dispatched counts the jobs marked as published.
-func (b *bundle) dispatched(t *testing.T) int {
-	t.Helper()
-	jobs, err := b.jobs.List(t.Context(), jobsdb.Filter{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, j := range jobs {
-		if j.DispatchedTime != nil {
-			n++
-		}
-	}
-	return n
-}
-
-func seq(from, to int) []int {
-	var s []int
-	for i := from; i <= to; i++ {
-		s = append(s, i)
-	}
-	return s
-}
-
-func (b *bundle) job(t *testing.T, id int) jobsdb.Job {
-	t.Helper()
-	key, err := b.jobs.Target().ParseKey(fmt.Appendf(nil, `{"subject_id":%d}`, id))
-	if err != nil {
-		t.Fatal(err)
-	}
-	job, err := b.jobs.Get(t.Context(), key)
-	if err != nil {
-		t.Fatalf("get job %d: %v", id, err)
-	}
-	return job
-}
 
 func TestScheduler(t *testing.T) {
 	t.Parallel()
@@ -333,8 +36,8 @@ func TestScheduler(t *testing.T) {
 	t.Run("the stream holds at most the dispatch window; the rest follows as workers drain it", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, 30)
-		b.start(t, func(o *scheduler.Options) { o.DispatchWindow = 10 })
-		waitFor(t, 30*time.Second, "the first window published and marked", func() bool {
+		b.start(t, func(o *Options) { o.DispatchWindow = 10 })
+		waitfor.Within(t, 30*time.Second, "the first window published and marked", func() bool {
 			st, err := b.stream.State(t.Context())
 			return err == nil && len(st) == 1 && st[0].Waiting == 10 && b.dispatched(t) == 10
 		})
@@ -366,7 +69,6 @@ func TestScheduler(t *testing.T) {
 	t.Run("a delayed job is published when it becomes due, not before", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, 0)
-		b.cfg.Jobs.AutoRefresh = false
 		const delay = 2 * time.Second
 		b.addSubjects(t, 1, 1)
 		begin := time.Now()
@@ -374,10 +76,8 @@ func TestScheduler(t *testing.T) {
 			t.Fatal(err)
 		}
 		b.addSubjects(t, 2, 2)
-		if _, err := b.jobs.Refresh(t.Context(), jobsdb.RefreshOptions{Priority: 5}); err != nil {
-			t.Fatal(err)
-		}
-		b.start(t, nil)
+		b.refresh(t)
+		b.start(t, func(o *Options) { o.Refresh.Disabled = true })
 		rcv := b.receiver(t)
 		got := rcv.fetch(1, 20*time.Second)
 		if !slices.Equal(got, []int{2}) {
@@ -404,13 +104,10 @@ func TestScheduler(t *testing.T) {
 	t.Run("a job moved into the future waits for its new time", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, 1)
-		b.cfg.Jobs.AutoRefresh = false
-		if _, err := b.jobs.Refresh(t.Context(), jobsdb.RefreshOptions{Priority: 5}); err != nil {
-			t.Fatal(err)
-		}
+		b.refresh(t)
 		begin := time.Now()
 		b.db.Exec(t, "UPDATE `"+jobsName+"` SET scheduled_time = NOW(3) + INTERVAL 1500000 MICROSECOND")
-		b.start(t, nil)
+		b.start(t, func(o *Options) { o.Refresh.Disabled = true })
 		rcv := b.receiver(t)
 		got := rcv.fetch(1, 20*time.Second)
 		if !slices.Equal(got, []int{1}) {
@@ -430,16 +127,9 @@ func TestScheduler(t *testing.T) {
 			t.Fatalf("fetched %v, want 1..3", got)
 		}
 		// A worker reserves job 2, acks its message, and dies: its lease expires.
-		key, err := b.jobs.Target().ParseKey([]byte(`{"subject_id":2}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		leases, err := b.jobs.Reserve(t.Context(), []jobsdb.Key{key})
-		if err != nil || len(leases) != 1 {
-			t.Fatalf("reserve job 2: %v leases, %v", len(leases), err)
-		}
+		b.reserve(t, 2)
 		rcv.ack(2)
-		b.db.Exec(t, "UPDATE `"+jobsName+"` SET lease_expires = NOW(3) - INTERVAL 1 SECOND WHERE subject_id = 2")
+		b.expire(t, 2)
 		if got := rcv.fetch(1, 20*time.Second); !slices.Equal(got, []int{2}) {
 			t.Fatalf("after the lease expired, fetched %v, want 2", got)
 		}
@@ -451,7 +141,7 @@ func TestScheduler(t *testing.T) {
 	t.Run("a pending job whose message was dropped is republished", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, 3)
-		r := b.start(t, func(o *scheduler.Options) { o.RedispatchAfter = time.Second })
+		r := b.start(t, func(o *Options) { o.RedispatchAfter = time.Second })
 		rcv := b.receiver(t)
 		if got := rcv.fetch(3, 20*time.Second); !slices.Equal(got, seq(1, 3)) {
 			t.Fatalf("fetched %v, want 1..3", got)
@@ -461,7 +151,7 @@ func TestScheduler(t *testing.T) {
 			t.Fatalf("after dropping 3's message, fetched %v, want 3", got)
 		}
 		// 1 and 2 kept their messages: their republishes found them there.
-		waitFor(t, 10*time.Second, "a republish reports messages already queued", func() bool { return r.already.Load() > 0 })
+		waitfor.Within(t, 10*time.Second, "a republish reports messages already queued", func() bool { return r.already.Load() > 0 })
 		if extra := rcv.fetch(1, 500*time.Millisecond); len(extra) > 0 {
 			t.Errorf("jobs whose messages were still queued were published again: %v", extra)
 		}
@@ -497,7 +187,7 @@ func TestScheduler(t *testing.T) {
 		if got := rcv.fetch(10, 20*time.Second); !slices.Equal(got, seq(1, 10)) {
 			t.Fatalf("fetched %v, want 1..10", got)
 		}
-		waitFor(t, 5*time.Second, "one leader and one standby", func() bool {
+		waitfor.Within(t, 5*time.Second, "one leader and one standby", func() bool {
 			s1, s2 := r1.state(b.table), r2.state(b.table)
 			return s1 == leadership.StateLeader && s2 == leadership.StateStandby ||
 				s1 == leadership.StateStandby && s2 == leadership.StateLeader
@@ -509,6 +199,9 @@ func TestScheduler(t *testing.T) {
 		if n := standby.published.Load() + standby.already.Load(); n != 0 {
 			t.Errorf("the standby dispatched %d jobs", n)
 		}
+		// A pass reports what it published once it marked it, which may be just after the
+		// messages arrived.
+		waitfor.Within(t, 10*time.Second, "the leader's passes reported", func() bool { return leader.published.Load() >= 10 })
 		if n := leader.published.Load(); n != 10 {
 			t.Errorf("the leader published %d messages for 10 keys", n)
 		}
@@ -518,13 +211,13 @@ func TestScheduler(t *testing.T) {
 		t.Parallel()
 		b := setup(t, 2)
 		r1 := b.start(t, nil)
-		waitFor(t, 10*time.Second, "the first scheduler leads", func() bool { return r1.state(b.table) == leadership.StateLeader })
+		waitfor.Within(t, 10*time.Second, "the first scheduler leads", func() bool { return r1.state(b.table) == leadership.StateLeader })
 		r2 := b.start(t, nil)
 		rcv := b.receiver(t)
 		if got := rcv.fetch(2, 20*time.Second); !slices.Equal(got, seq(1, 2)) {
 			t.Fatalf("fetched %v, want 1..2", got)
 		}
-		waitFor(t, 10*time.Second, "the second scheduler is standby", func() bool { return r2.state(b.table) == leadership.StateStandby })
+		waitfor.Within(t, 10*time.Second, "the second scheduler is standby", func() bool { return r2.state(b.table) == leadership.StateStandby })
 		r1.stop(t)
 		b.addSubjects(t, 3, 5)
 		if got := rcv.fetch(3, 20*time.Second); !slices.Equal(got, seq(3, 5)) {
@@ -533,6 +226,7 @@ func TestScheduler(t *testing.T) {
 		if s := r2.state(b.table); s != leadership.StateLeader {
 			t.Errorf("second scheduler state %v, want leader", s)
 		}
+		waitfor.Within(t, 10*time.Second, "the new leader's passes reported", func() bool { return r2.published.Load() >= 3 })
 		if n := r2.published.Load(); n != 3 {
 			t.Errorf("the new leader published %d messages, want 3", n)
 		}
@@ -567,7 +261,7 @@ func TestScheduler(t *testing.T) {
 		if got := rcv.fetch(2, 30*time.Second); !slices.Equal(got, seq(3, 4)) {
 			t.Fatalf("after killing the connections, fetched %v, want 3..4", got)
 		}
-		waitFor(t, 10*time.Second, "the scheduler leads again", func() bool { return r.state(b.table) == leadership.StateLeader })
+		waitfor.Within(t, 10*time.Second, "the scheduler leads again", func() bool { return r.state(b.table) == leadership.StateLeader })
 	})
 
 	t.Run("keeps going through a NATS server restart", func(t *testing.T) {
@@ -586,7 +280,7 @@ func TestScheduler(t *testing.T) {
 			t.Fatalf("fetched %v, want 1..2", got)
 		}
 		srv.Shutdown()
-		waitFor(t, 10*time.Second, "the client sees the disconnect", func() bool { return !b.nc.IsConnected() })
+		waitfor.Within(t, 10*time.Second, "the client sees the disconnect", func() bool { return !b.nc.IsConnected() })
 		b.addSubjects(t, 3, 4)
 		srv, err = queue.StartEmbedded(queue.EmbeddedOptions{Listen: strings.TrimPrefix(url, "nats://"), StoreDir: store})
 		if err != nil {
@@ -597,43 +291,106 @@ func TestScheduler(t *testing.T) {
 		}
 	})
 
-	t.Run("an unknown table is a usage error", func(t *testing.T) {
+	t.Run("an unknown table stops the scheduler with a TableError", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, 0)
-		s := scheduler.New(scheduler.Options{
-			Config: b.cfg,
-			Tables: []string{b.db.Name + ".no_such_table"},
-			DB:     b.pool,
-			NATS:   b.nc,
-			Logger: b.log,
-		})
-		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-		defer cancel()
-		err := s.Run(ctx)
-		if err == nil || ctx.Err() != nil {
-			t.Fatalf("Run = %v (context: %v), want an error at once", err, ctx.Err())
+		name := b.db.Name + ".no_such_table"
+		s := New(Options{Tables: []Table{{Name: name}}, DB: b.pool, NATS: b.nc, Logger: b.log})
+		if err := s.Start(t.Context()); err != nil {
+			t.Fatalf("Start = %v, want the inspection to fail in the background", err)
 		}
-		if code := cli.ExitCode(err); code != cli.ExitUsage {
-			t.Errorf("exit code %d for %v, want %d", code, err, cli.ExitUsage)
+		defer s.Stop()
+		select {
+		case <-s.Stopped():
+		case <-time.After(20 * time.Second):
+			t.Fatal("the scheduler did not stop by itself within 20s")
+		}
+		err := s.Err()
+		var terr *TableError
+		if !errors.As(err, &terr) || terr.Table != name || !errors.Is(err, jobsdb.ErrUnknownTable) {
+			t.Fatalf("Err = %v, want a *TableError for %s wrapping jobsdb.ErrUnknownTable", err, name)
 		}
 		if !strings.Contains(err.Error(), "no_such_table") {
 			t.Errorf("error %q does not name the table", err)
 		}
 	})
 
-	t.Run("no table is a usage error", func(t *testing.T) {
+	t.Run("a table without key columns stops the scheduler with a TableError", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, 0)
-		err := scheduler.New(scheduler.Options{Config: b.cfg, DB: b.pool, NATS: b.nc, Logger: b.log}).Run(t.Context())
-		if code := cli.ExitCode(err); code != cli.ExitUsage {
-			t.Errorf("Run = %v (exit code %d), want a usage error", err, code)
+		b.db.Exec(t, "CREATE TABLE lonely (id INT NOT NULL, PRIMARY KEY (id))")
+		name := b.db.Name + ".lonely"
+		s := New(Options{Tables: []Table{{Name: b.table}, {Name: name}}, DB: b.pool, NATS: b.nc, Logger: b.log})
+		if err := s.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		defer s.Stop()
+		select {
+		case <-s.Stopped():
+		case <-time.After(20 * time.Second):
+			t.Fatal("the scheduler did not stop by itself within 20s")
+		}
+		var terr *TableError
+		if err := s.Err(); !errors.As(err, &terr) || terr.Table != name || !errors.Is(err, jobsdb.ErrNoKeyColumns) {
+			t.Fatalf("Err = %v, want a *TableError for %s wrapping jobsdb.ErrNoKeyColumns", err, name)
+		}
+		if st := s.States()[b.table]; st != leadership.StateUnknown {
+			t.Errorf("the schedulable table is %v after the scheduler stopped, want unknown", st)
+		}
+	})
+
+	t.Run("options that cannot work are refused by Start", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, 0)
+		for _, tc := range []struct {
+			name   string
+			tables []Table
+			want   string
+		}{
+			{"no table", nil, ""},
+			{"a table without schema", []Table{{Name: "analysis"}}, "analysis"},
+			{"a table listed twice", []Table{{Name: b.table}, {Name: b.table}}, b.table},
+		} {
+			s := New(Options{Tables: tc.tables, DB: b.pool, NATS: b.nc, Logger: b.log})
+			err := s.Start(t.Context())
+			s.Stop()
+			var terr *TableError
+			switch {
+			case tc.want == "" && !errors.Is(err, ErrNoTables):
+				t.Errorf("%s: Start = %v, want ErrNoTables", tc.name, err)
+			case tc.want != "" && (!errors.As(err, &terr) || terr.Table != tc.want):
+				t.Errorf("%s: Start = %v, want a *TableError for %s", tc.name, err, tc.want)
+			}
+		}
+	})
+
+	t.Run("a stopped scheduler starts again and leads again", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, 1)
+		r := b.start(t, nil)
+		rcv := b.receiver(t)
+		if got := rcv.fetch(1, 20*time.Second); !slices.Equal(got, []int{1}) {
+			t.Fatalf("fetched %v, want 1", got)
+		}
+		if err := r.s.Start(t.Context()); err != nil {
+			t.Errorf("Start while running = %v, want nil (nothing to do)", err)
+		}
+		r.stop(t)
+		if st := r.state(b.table); st != leadership.StateUnknown {
+			t.Errorf("state after Stop %v, want unknown", st)
+		}
+		b.addSubjects(t, 2, 2)
+		if err := r.s.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := rcv.fetch(1, 20*time.Second); !slices.Equal(got, []int{2}) {
+			t.Fatalf("after a restart, fetched %v, want 2", got)
 		}
 	})
 }
 
 func TestHandler(t *testing.T) {
 	t.Parallel()
-	b := setup(t, 0)
 	get := func(h http.Handler, path string) (int, string) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
@@ -642,13 +399,15 @@ func TestHandler(t *testing.T) {
 	}
 
 	t.Run("not ready before the leadership state is known", func(t *testing.T) {
-		s := scheduler.New(b.fastOptions())
+		t.Parallel()
+		b := setup(t, 0)
+		s := New(b.fastOptions())
 		h := s.Handler()
 		if code, _ := get(h, "/healthz"); code != http.StatusOK {
 			t.Errorf("/healthz = %d", code)
 		}
 		if code, body := get(h, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "unknown") {
-			t.Errorf("/readyz before Run = %d %q, want 503 naming the unknown state", code, body)
+			t.Errorf("/readyz before Start = %d %q, want 503 naming the unknown state", code, body)
 		}
 		if code, _ := get(h, "/metrics"); code != http.StatusNotFound {
 			t.Errorf("/metrics without a handler = %d, want 404", code)
@@ -656,11 +415,13 @@ func TestHandler(t *testing.T) {
 	})
 
 	t.Run("ready while running, with the metrics hook served", func(t *testing.T) {
-		r := b.start(t, func(o *scheduler.Options) {
+		t.Parallel()
+		b := setup(t, 0)
+		r := b.start(t, func(o *Options) {
 			o.Metrics = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "jetjobs_up 1\n") })
 		})
 		h := r.s.Handler()
-		waitFor(t, 10*time.Second, "/readyz answers 200", func() bool {
+		waitfor.Within(t, 10*time.Second, "/readyz answers 200", func() bool {
 			code, _ := get(h, "/readyz")
 			return code == http.StatusOK
 		})
@@ -673,57 +434,16 @@ func TestHandler(t *testing.T) {
 	})
 
 	t.Run("not ready when NATS is disconnected", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, 0)
 		nc := connect(t, natstest.Embedded(t).ClientURL())
 		opts := b.fastOptions()
 		opts.NATS = nc
 		nc.Close()
-		if code, body := get(scheduler.New(opts).Handler(), "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "nats") {
+		if code, body := get(New(opts).Handler(), "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "nats") {
 			t.Errorf("/readyz with a closed NATS connection = %d %q", code, body)
 		}
 	})
-
-	t.Run("the HTTP server listens on HTTPAddr", func(t *testing.T) {
-		var addr atomic.Value
-		logs := &lineWriter{onLine: func(line string) {
-			if _, rest, ok := strings.Cut(line, "msg=\"serving HTTP\" addr="); ok {
-				addr.Store(strings.Fields(rest)[0])
-			}
-		}}
-		b.start(t, func(o *scheduler.Options) {
-			o.HTTPAddr = "127.0.0.1:0"
-			o.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(logs, t.Output()), nil))
-		})
-		waitFor(t, 10*time.Second, "the HTTP address is logged", func() bool { return addr.Load() != nil })
-		resp, err := http.Get("http://" + addr.Load().(string) + "/healthz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Errorf("/healthz over HTTP = %d", resp.StatusCode)
-		}
-	})
-}
-
-// lineWriter calls onLine for each complete line written.
-type lineWriter struct {
-	mu     sync.Mutex
-	buf    []byte
-	onLine func(string)
-}
-
-func (w *lineWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf = append(w.buf, p...)
-	for {
-		i := slices.Index(w.buf, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		w.onLine(string(w.buf[:i]))
-		w.buf = w.buf[i+1:]
-	}
 }
 
 func testPublishesOnce(t *testing.T, b *bundle) {
@@ -743,13 +463,16 @@ func testPublishesOnce(t *testing.T, b *bundle) {
 	if got := rcv.fetch(1, 20*time.Second); !slices.Equal(got, []int{26}) {
 		t.Fatalf("after adding subject 26, fetched %v", got)
 	}
+	// The pass that published 26 reports it once it has marked it dispatched, which may be
+	// just after the message arrived.
+	waitfor.Within(t, 10*time.Second, "the pass that published 26 reported", func() bool { return r.published.Load() >= 26 })
 	if n := r.published.Load(); n != 26 {
 		t.Errorf("scheduler published %d messages for 26 keys", n)
 	}
 }
 
 func testStreamDeleted(t *testing.T, b *bundle) {
-	b.start(t, func(o *scheduler.Options) { o.RedispatchAfter = time.Second })
+	b.start(t, func(o *Options) { o.RedispatchAfter = time.Second })
 	rcv := b.receiver(t)
 	if got := rcv.fetch(4, 20*time.Second); !slices.Equal(got, seq(1, 4)) {
 		t.Fatalf("fetched %v, want 1..4", got)
@@ -766,8 +489,8 @@ func testStreamDeleted(t *testing.T, b *bundle) {
 }
 
 func testMessagesLost(t *testing.T, b *bundle, loss string) {
-	b.start(t, func(o *scheduler.Options) { o.RedispatchAfter = time.Hour })
-	waitFor(t, 20*time.Second, "the four jobs published", func() bool { return b.dispatched(t) == 4 })
+	b.start(t, func(o *Options) { o.RedispatchAfter = time.Hour })
+	waitfor.Within(t, 20*time.Second, "the four jobs published", func() bool { return b.dispatched(t) == 4 })
 	switch loss {
 	case "deleted":
 		if err := b.stream.Delete(t.Context()); err != nil {

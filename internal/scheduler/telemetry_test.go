@@ -1,4 +1,4 @@
-package scheduler_test
+package scheduler
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetjobs/jetjobs/internal/leadership"
-	"github.com/jetjobs/jetjobs/internal/scheduler"
+	"github.com/jetjobs/jetjobs/internal/waitfor"
 	"github.com/jetjobs/jetjobs/jobsdb"
 	"github.com/jetjobs/jetjobs/queue"
 	"github.com/jetjobs/jetjobs/tracing"
@@ -21,8 +21,8 @@ import (
 )
 
 // withTelemetry has the scheduler record into tel and sample its gauges often.
-func withTelemetry(tel *tracing.Telemetry) func(*scheduler.Options) {
-	return func(o *scheduler.Options) {
+func withTelemetry(tel *tracing.Telemetry) func(*Options) {
+	return func(o *Options) {
 		o.Telemetry = tel
 		o.GaugeInterval = 100 * time.Millisecond
 	}
@@ -82,7 +82,7 @@ func gauge(t *testing.T, rec *tracingtest.Recorder, name, table string, priority
 // waitForGauge waits until a gauge reports want.
 func waitForGauge(t *testing.T, rec *tracingtest.Recorder, name, table string, want int64, priority ...int) {
 	t.Helper()
-	waitFor(t, 20*time.Second, fmt.Sprintf("%s of %s %v reports %d", name, table, priority, want), func() bool {
+	waitfor.Within(t, 20*time.Second, fmt.Sprintf("%s of %s %v reports %d", name, table, priority, want), func() bool {
 		got, ok := gauge(t, rec, name, table, priority...)
 		return ok && got == want
 	})
@@ -97,7 +97,7 @@ func TestTelemetry(t *testing.T) {
 		b := setup(t, n)
 		tel, rec := tracingtest.New(t)
 		r := b.start(t, withTelemetry(tel))
-		priority := b.cfg.Jobs.DefaultPriority
+		priority := jobsdb.PriorityDefault
 
 		// Before any worker fetches: the jobs are pending and their messages wait.
 		waitForGauge(t, rec, tracing.MetricPending, b.table, n)
@@ -110,7 +110,7 @@ func TestTelemetry(t *testing.T) {
 		if got := rcv.fetch(n, 20*time.Second); len(got) != n {
 			t.Fatalf("fetched %d messages, want %d", len(got), n)
 		}
-		waitFor(t, 10*time.Second, "every publish span has ended", func() bool { return len(publishSpans(rec)) >= n })
+		waitfor.Within(t, 10*time.Second, "every publish span has ended", func() bool { return len(publishSpans(rec)) >= n })
 		spans := publishSpans(rec)
 		if len(spans) != n {
 			t.Errorf("%d publish spans for %d jobs", len(spans), n)
@@ -151,7 +151,7 @@ func TestTelemetry(t *testing.T) {
 			}
 		}
 
-		waitFor(t, 10*time.Second, "the scheduler reports its dispatch passes", func() bool { return r.published.Load() >= n })
+		waitfor.Within(t, 10*time.Second, "the scheduler reports its dispatch passes", func() bool { return r.published.Load() >= n })
 		if got := rec.Counter(t, tracing.MetricPublished, b.table); got != n {
 			t.Errorf("published counter %d, want %d", got, n)
 		}
@@ -200,13 +200,7 @@ func TestTelemetry(t *testing.T) {
 			t.Fatalf("fetched %v, want 3 messages", got)
 		}
 		// A worker reserves job 2, acks its message, and dies: its lease expires.
-		key, err := b.jobs.Target().ParseKey([]byte(`{"subject_id":2}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if leases, err := b.jobs.Reserve(t.Context(), []jobsdb.Key{key}); err != nil || len(leases) != 1 {
-			t.Fatalf("reserve job 2: %d leases, %v", len(leases), err)
-		}
+		b.reserve(t, 2)
 		rcv.ack(2)
 		waitForGauge(t, rec, tracing.MetricReservedNow, b.table, 1)
 		waitForGauge(t, rec, tracing.MetricPending, b.table, 2)
@@ -214,11 +208,11 @@ func TestTelemetry(t *testing.T) {
 			t.Errorf("recovered counter %d before any lease expired", got)
 		}
 
-		b.db.Exec(t, "UPDATE `"+jobsName+"` SET lease_expires = NOW(3) - INTERVAL 1 SECOND WHERE subject_id = 2")
+		b.expire(t, 2)
 		if got := rcv.fetch(1, 20*time.Second); len(got) != 1 || got[0] != 2 {
 			t.Fatalf("after the lease expired, fetched %v, want 2", got)
 		}
-		waitFor(t, 10*time.Second, "the recovery is counted", func() bool {
+		waitfor.Within(t, 10*time.Second, "the recovery is counted", func() bool {
 			return rec.Counter(t, tracing.MetricRecovered, b.table) >= 1
 		})
 		if got := rec.Counter(t, tracing.MetricRecovered, b.table); got != 1 {
@@ -234,9 +228,9 @@ func TestTelemetry(t *testing.T) {
 		tel1, rec1 := tracingtest.New(t)
 		tel2, rec2 := tracingtest.New(t)
 		r1 := b.start(t, withTelemetry(tel1))
-		waitFor(t, 10*time.Second, "the first scheduler leads", func() bool { return r1.state(b.table) == leadership.StateLeader })
+		waitfor.Within(t, 10*time.Second, "the first scheduler leads", func() bool { return r1.state(b.table) == leadership.StateLeader })
 		r2 := b.start(t, withTelemetry(tel2))
-		waitFor(t, 10*time.Second, "the second scheduler is standby", func() bool { return r2.state(b.table) == leadership.StateStandby })
+		waitfor.Within(t, 10*time.Second, "the second scheduler is standby", func() bool { return r2.state(b.table) == leadership.StateStandby })
 		waitForGauge(t, rec1, tracing.MetricPending, b.table, 4)
 
 		for _, name := range []string{tracing.MetricPending, tracing.MetricReservedNow} {
@@ -244,7 +238,7 @@ func TestTelemetry(t *testing.T) {
 				t.Errorf("the standby reports %s = %d", name, v)
 			}
 		}
-		if v, ok := gauge(t, rec2, tracing.MetricStreamDepth, b.table, b.cfg.Jobs.DefaultPriority); ok {
+		if v, ok := gauge(t, rec2, tracing.MetricStreamDepth, b.table, jobsdb.PriorityDefault); ok {
 			t.Errorf("the standby reports the stream depth %d", v)
 		}
 		if v := rec2.Counter(t, tracing.MetricPublished, b.table); v != 0 {

@@ -1,4 +1,4 @@
-package main
+package schedulercmd
 
 import (
 	"bytes"
@@ -21,23 +21,24 @@ import (
 	"github.com/jetjobs/jetjobs/internal/cli"
 	"github.com/jetjobs/jetjobs/internal/leadership"
 	"github.com/jetjobs/jetjobs/internal/mysqltest"
+	"github.com/jetjobs/jetjobs/internal/waitfor"
 	"github.com/jetjobs/jetjobs/queue"
 	"github.com/jetjobs/jetjobs/tracing"
 )
 
-// envHelper makes the test binary run main() with the JSON-encoded arguments it holds, so
-// that a test can signal a real scheduler process.
+// envHelper makes the test binary run Main with the JSON-encoded command line it holds (the
+// program's name first), as the scheduler's main does, so that a test can signal a real
+// scheduler process.
 const envHelper = "JETJOBS_TEST_SCHEDULER_ARGS"
 
 func TestMain(m *testing.M) {
 	if args := os.Getenv(envHelper); args != "" {
-		os.Args = []string{"scheduler"}
-		if err := json.Unmarshal([]byte(args), &os.Args); err != nil {
+		var argv []string
+		if err := json.Unmarshal([]byte(args), &argv); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(3)
 		}
-		main()
-		return
+		os.Exit(Main(argv[1:], os.Stdout, os.Stderr))
 	}
 	mysqltest.Main(m)
 }
@@ -45,10 +46,15 @@ func TestMain(m *testing.M) {
 // noEnv is an empty environment, so the tests ignore the developer's JETJOBS_ variables.
 func noEnv(string) string { return "" }
 
+// runWith runs the program in this process, as Main does but without signals, until ctx ends.
+func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	return run(ctx, args, program{stdout: stdout, stderr: stderr, getenv: getenv})
+}
+
 func TestHelp(t *testing.T) {
 	t.Parallel()
 	var stdout, stderr bytes.Buffer
-	if code := run(t.Context(), []string{"--help"}, &stdout, &stderr, noEnv); code != cli.ExitOK {
+	if code := runWith(t.Context(), []string{"--help"}, &stdout, &stderr, noEnv); code != cli.ExitOK {
 		t.Fatalf("--help exited %d: %s", code, stderr.String())
 	}
 	help := strings.Join(strings.Fields(stdout.String()), " ") // undo the wrapping
@@ -82,6 +88,7 @@ func TestUsageErrors(t *testing.T) {
 	badValue := writeConfig("bad-value.json", `{"jobs": {"default_priority": "high"}}`)
 	unknownKey := writeConfig("unknown-key.json", `{"jobs": {"refresh_intervall": 5}}`)
 	outOfRange := writeConfig("range.json", `{"jobs": {"default_priority": 300}, "tables": [{"table": "a.b"}]}`)
+	store := filepath.Join(dir, "nats")
 
 	for _, tc := range []struct {
 		name string
@@ -99,8 +106,9 @@ func TestUsageErrors(t *testing.T) {
 		{"no table", nil, nil, "no table"},
 		{"table without schema", []string{"analysis"}, nil, "schema.table"},
 		{"bad DSN", []string{"--mysql", "root@nowhere(", "a.b"}, nil, "mysql.dsn"},
-		{"bad embedded NATS address", []string{"--embedded-nats-listen", "nonsense", "a.b"}, nil, "--embedded-nats-listen"},
-		{"embedded NATS beyond loopback", []string{"--embedded-nats-listen", "0.0.0.0:4222", "a.b"}, nil, "loopback"},
+		{"bad embedded NATS address", []string{"--embedded-nats-listen", "nonsense", "--embedded-nats-store", store, "a.b"}, nil, "--embedded-nats-listen"},
+		{"embedded NATS beyond loopback", []string{"--embedded-nats-listen", "0.0.0.0:4222", "--embedded-nats-store", store, "a.b"}, nil, "loopback"},
+		{"a table listed twice", []string{"--embedded-nats-listen", "127.0.0.1:0", "--embedded-nats-store", store, "--mysql", mysqltest.ServerDSN(t), "a.b", "a.b"}, nil, "a.b is listed twice"},
 		{"unknown traces exporter", []string{"a.b"}, map[string]string{tracing.EnvTracesExporter: "zipkin"}, tracing.EnvTracesExporter + `="zipkin"`},
 		{"unknown metrics exporter", []string{"a.b"}, map[string]string{tracing.EnvMetricsExporter: "otlp,statsd"}, "statsd"},
 		{"unknown OTLP protocol", []string{"a.b"}, map[string]string{tracing.EnvTracesExporter: "otlp", tracing.EnvOTLPProtocol: "http/json"}, tracing.EnvOTLPProtocol},
@@ -109,7 +117,7 @@ func TestUsageErrors(t *testing.T) {
 			t.Parallel()
 			var stdout, stderr bytes.Buffer
 			getenv := func(k string) string { return tc.env[k] }
-			code := run(t.Context(), tc.args, &stdout, &stderr, getenv)
+			code := runWith(t.Context(), tc.args, &stdout, &stderr, getenv)
 			if code != cli.ExitUsage {
 				t.Errorf("exit code %d, want %d; stderr: %s", code, cli.ExitUsage, stderr.String())
 			}
@@ -180,17 +188,6 @@ func (w *logWatch) contains(s string) bool {
 	return slices.ContainsFunc(w.lines, func(l string) bool { return strings.Contains(l, s) })
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting until %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func httpGet(url string) (int, string) {
 	resp, err := http.Get(url)
 	if err != nil {
@@ -239,7 +236,7 @@ func TestRunWithEmbeddedNATS(t *testing.T) {
 	defer cancel()
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{
+		done <- runWith(ctx, []string{
 			"--mysql", db.ServerDSN, // tables are named schema.table: no default database needed
 			"--embedded-nats-listen", "127.0.0.1:0",
 			"--embedded-nats-store", t.TempDir(),
@@ -249,7 +246,7 @@ func TestRunWithEmbeddedNATS(t *testing.T) {
 		}, io.Discard, logs, noEnv)
 	}()
 
-	waitFor(t, 20*time.Second, "the embedded NATS server and the HTTP server are up", func() bool {
+	waitfor.Within(t, 20*time.Second, "the embedded NATS server and the HTTP server are up", func() bool {
 		return logs.attr("embedded NATS server started", "url") != "" && logs.attr("serving HTTP", "addr") != ""
 	})
 	natsURL := logs.attr("embedded NATS server started", "url")
@@ -257,7 +254,7 @@ func TestRunWithEmbeddedNATS(t *testing.T) {
 	if code, _ := httpGet(base + "/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz = %d", code)
 	}
-	waitFor(t, 20*time.Second, "/readyz answers 200", func() bool {
+	waitfor.Within(t, 20*time.Second, "/readyz answers 200", func() bool {
 		code, _ := httpGet(base + "/readyz")
 		return code == http.StatusOK
 	})
@@ -268,7 +265,7 @@ func TestRunWithEmbeddedNATS(t *testing.T) {
 		t.Errorf("published keys %v, want %v", keys, want)
 	}
 	var metrics string
-	waitFor(t, 20*time.Second, "/metrics counts the 3 published jobs", func() bool {
+	waitfor.Within(t, 20*time.Second, "/metrics counts the 3 published jobs", func() bool {
 		var code int
 		code, metrics = httpGet(base + "/metrics")
 		return code == http.StatusOK && metricValue(metrics, "jetjobs_jobs_published_total", table) == "3"
@@ -341,7 +338,7 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 		}
 	})
 
-	waitFor(t, 30*time.Second, "the scheduler refreshed the table as its leader", func() bool { return logs.contains("msg=refreshed") })
+	waitfor.Within(t, 30*time.Second, "the scheduler refreshed the table as its leader", func() bool { return logs.contains("msg=refreshed") })
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -364,5 +361,39 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 	}
 	if free != 1 {
 		t.Error("the table's lock is still held after SIGTERM")
+	}
+}
+
+func TestTablesThatCannotBeScheduled(t *testing.T) {
+	t.Parallel()
+	db, table := pipeline(t, 1)
+	db.Exec(t, "CREATE TABLE lonely (id INT NOT NULL, PRIMARY KEY (id))")
+	for _, tc := range []struct {
+		name   string
+		tables []string
+		want   []string // in stderr
+	}{
+		{"an unknown table", []string{table, db.Name + ".nope"}, []string{db.Name + ".nope", "configured tables: " + table + ", " + db.Name + ".nope"}},
+		{"a table without key columns", []string{db.Name + ".lonely"}, []string{db.Name + ".lonely", "no FK-derived primary key columns"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var stderr bytes.Buffer
+			args := append([]string{"--mysql", db.ServerDSN, "--embedded-nats-listen", "127.0.0.1:0", "--embedded-nats-store", t.TempDir()}, tc.tables...)
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			code := runWith(ctx, args, io.Discard, &stderr, noEnv)
+			if ctx.Err() != nil {
+				t.Fatalf("the scheduler did not exit by itself within 30s; stderr: %s", stderr.String())
+			}
+			if code != cli.ExitUsage {
+				t.Errorf("exit code %d, want %d; stderr: %s", code, cli.ExitUsage, stderr.String())
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(stderr.String(), want) {
+					t.Errorf("stderr does not say %q: %s", want, stderr.String())
+				}
+			}
+		})
 	}
 }

@@ -1,0 +1,291 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jetjobs/jetjobs/jobsdb"
+	"github.com/jetjobs/jetjobs/queue"
+)
+
+// dispatcher is the service of a table's leader that publishes due jobs to the table's
+// stream, and keeps it fed as workers drain it.
+//
+// A pass reads how much room the dispatch window leaves, publishes due pending jobs that need
+// a message (jobsdb's DueForDispatch: never published, published longer than RedispatchAfter
+// ago, or whose priority's messages are gone from the stream), marks them dispatched and wakes
+// idle workers. Passes come when workers report demand (each fetch that brought messages), when
+// the refresher or the rescuer pokes, when the next job becomes due (jobsdb's NextDue), and
+// after PollInterval at most: so no pass sleeps while due jobs wait and the stream has room.
+//
+// The window is sized by the fleet: WindowPerSlot messages per slot of the workers that
+// reported demand within DemandTTL, at least BatchSize and at most DispatchWindow (all of it
+// before any worker reported). A pass counts the stream's messages with one cheap read; every
+// RepairInterval it reads the consumers too, to repair the stream and learn which priorities
+// still hold messages. A failing pass is retried with a backoff of its own.
+type dispatcher struct {
+	leaderService
+	target *jobsdb.Target
+	stream *queue.Table
+
+	mu    sync.Mutex
+	fleet map[string]fleetWorker // by worker id, from the demand reports
+
+	// Owned by the pass in progress.
+	repairedAt time.Time // when the consumers were last read
+	busy       []int     // the priorities holding messages then (nil: unknown)
+}
+
+// fleetWorker is what the demand reports of one worker said last.
+type fleetWorker struct {
+	slots int
+	seen  time.Time
+}
+
+func newDispatcher(o *Options, table string, log *slog.Logger, jobs *jobsdb.Jobs, stream *queue.Table) *dispatcher {
+	d := &dispatcher{leaderService: leaderService{o: o, table: table, jobs: jobs}, target: jobs.Target(), stream: stream}
+	d.init(log, d.runOnce, "dispatch failed; retrying", slog.LevelError, o.PollInterval, o.ErrorBackoffMax)
+	d.begin = d.followDemand
+	return d
+}
+
+// followDemand subscribes to the workers' demand reports for the service's run: each one
+// records the worker's slots and pokes a pass.
+func (d *dispatcher) followDemand() (end func()) {
+	d.mu.Lock()
+	d.fleet = make(map[string]fleetWorker)
+	d.mu.Unlock()
+	d.repairedAt, d.busy = time.Time{}, nil
+	sub, err := d.stream.SubscribeDemand(func(q queue.Demand) {
+		d.mu.Lock()
+		d.fleet[q.Worker] = fleetWorker{slots: q.Slots, seen: time.Now()}
+		d.mu.Unlock()
+		d.Poke()
+	})
+	if err != nil {
+		d.log.Warn("cannot follow the workers' demand; the stream is refilled every poll interval", "err", err)
+		return func() {}
+	}
+	return func() { _ = sub.Unsubscribe() } // fails only on a closed connection
+}
+
+// window is how many messages the stream may hold: sized by the fleet's slots.
+func (d *dispatcher) window() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	slots := 0
+	for id, w := range d.fleet {
+		if time.Since(w.seen) > DemandTTL {
+			delete(d.fleet, id)
+			continue
+		}
+		slots += w.slots
+	}
+	if slots == 0 {
+		return d.o.DispatchWindow
+	}
+	return min(max(WindowPerSlot*slots, d.o.BatchSize), d.o.DispatchWindow)
+}
+
+// pass is what one dispatch pass did.
+type pass struct {
+	DispatchEvent
+	stored int // new messages in the stream, whether marked dispatched or not
+	room   int // messages the dispatch window still takes
+}
+
+// runOnce is one dispatch pass; it returns when to pass again.
+func (d *dispatcher) runOnce(ctx context.Context) (time.Time, error) {
+	wake, err := d.dispatch(ctx)
+	if errors.Is(err, jobsdb.ErrNoJobsTable) {
+		// Dropped behind our back (jobsctl drop): nothing to dispatch until a refresh
+		// declares it again.
+		d.log.Debug("the jobs table does not exist; nothing to dispatch")
+		return time.Now().Add(d.o.PollInterval), nil
+	}
+	return wake, err
+}
+
+func (d *dispatcher) dispatch(ctx context.Context) (time.Time, error) {
+	p := &pass{DispatchEvent: DispatchEvent{Table: d.table}}
+	defer d.report(ctx, p)
+	window := d.window()
+	p.room = d.room(ctx, window)
+	if p.room < min(d.o.BatchSize, window/refillFraction) {
+		// Full enough: the next demand report (or the poll) brings the next pass.
+		return time.Now().Add(d.o.PollInterval), nil
+	}
+	lostAfter := time.Since(d.repairedAt) + LostAfter
+	for range MaxBatchesPerPass {
+		if p.room <= 0 {
+			return time.Now().Add(d.o.PollInterval), nil // a backlog waits for room
+		}
+		limit := min(d.o.BatchSize, p.room)
+		n, err := d.batch(ctx, p, limit, lostAfter)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if n < limit {
+			break
+		}
+	}
+	return d.nextWake(ctx)
+}
+
+// room is how many more messages the window takes. Every RepairInterval it repairs the stream
+// (removing messages no consumer would deliver) and learns which priorities still hold
+// messages; in between it counts the stream's messages only. When the stream cannot be read,
+// nothing is presumed lost and the window is not enforced: MySQL's dispatched_time still keeps
+// one message per job.
+func (d *dispatcher) room(ctx context.Context, window int) int {
+	if time.Since(d.repairedAt) < RepairInterval {
+		n, err := d.stream.Messages(ctx)
+		if err == nil {
+			return window - int(n)
+		}
+	}
+	d.repairedAt = time.Now()
+	h, purged, err := d.stream.Repair(ctx)
+	if err != nil {
+		d.busy = nil
+		d.log.Debug("reading the stream's state failed; publishing without a window", "err", err)
+		return window
+	}
+	if purged > 0 {
+		d.log.Warn("removed messages that no consumer would deliver (left behind by a NATS server crash, or not published by jetjobs); their jobs are published again",
+			"messages", purged)
+	}
+	d.busy = h.Busy()
+	return window - int(h.Messages)
+}
+
+// batch publishes up to limit due jobs and marks them dispatched. It returns how many due
+// jobs it found: fewer than limit means there are no more.
+func (d *dispatcher) batch(ctx context.Context, p *pass, limit int, lostAfter time.Duration) (int, error) {
+	due, err := d.jobs.DueForDispatch(ctx, jobsdb.DueFilter{
+		Limit: limit, RedispatchAfter: d.o.RedispatchAfter, Busy: d.busy, LostAfter: lostAfter,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("find due jobs: %w", err)
+	}
+	if len(due) == 0 {
+		return 0, nil
+	}
+	msgs, keys := d.messages(due)
+	published, err := d.publish(ctx, msgs)
+	if err != nil && len(published) != len(msgs) {
+		return 0, err
+	}
+	for _, ok := range published {
+		if ok {
+			p.stored++
+		}
+	}
+	if err != nil {
+		return 0, d.markStored(ctx, p, keys, published, err)
+	}
+	// Every message is now in the stream: new, or still there from an earlier publish.
+	if err := d.jobs.MarkDispatched(ctx, keys); err != nil {
+		return 0, fmt.Errorf("mark %d jobs dispatched: %w", len(keys), err)
+	}
+	for _, ok := range published {
+		if ok {
+			p.Published++
+			p.room--
+		} else {
+			p.AlreadyQueued++
+		}
+	}
+	return len(due), nil
+}
+
+// messages encodes the jobs' keys; a key that cannot be encoded is logged and skipped.
+func (d *dispatcher) messages(due []jobsdb.Job) ([]queue.Message, []jobsdb.Key) {
+	msgs := make([]queue.Message, 0, len(due))
+	keys := make([]jobsdb.Key, 0, len(due))
+	for _, job := range due {
+		data, err := d.target.KeyJSON(job.Key)
+		if err != nil {
+			d.log.Error("cannot encode a job's key; skipping it", "key", fmt.Sprint(job.Key), "err", err)
+			continue
+		}
+		msgs = append(msgs, queue.Message{Priority: job.Priority, Key: data})
+		keys = append(keys, job.Key)
+	}
+	return msgs, keys
+}
+
+// publish publishes a batch within PublishTimeout, each message under a publish span when
+// tracing is on. published[i] tells whether msgs[i] is new in the stream; when it does not
+// hold a result per message, the error says so.
+func (d *dispatcher) publish(ctx context.Context, msgs []queue.Message) ([]bool, error) {
+	spans := d.startPublishSpans(ctx, msgs)
+	pctx, cancel := context.WithTimeout(ctx, d.o.PublishTimeout)
+	published, err := d.stream.Publish(pctx, msgs)
+	cancel()
+	if len(published) != len(msgs) {
+		err = fmt.Errorf("publish %d jobs: queue reported %d results (%v)", len(msgs), len(published), err)
+		endPublishSpans(spans, nil, err)
+		return published, err
+	}
+	endPublishSpans(spans, published, err)
+	return published, err
+}
+
+// markStored marks the jobs whose messages a failed publish stored. The others (refused as
+// already queued, or failed: Publish cannot say which) stay unmarked and are published again
+// on the next pass. It returns the publish's error.
+func (d *dispatcher) markStored(ctx context.Context, p *pass, keys []jobsdb.Key, published []bool, err error) error {
+	var stored []jobsdb.Key
+	for i, ok := range published {
+		if ok {
+			stored = append(stored, keys[i])
+		}
+	}
+	if len(stored) > 0 {
+		if merr := d.jobs.MarkDispatched(ctx, stored); merr == nil {
+			p.Published += len(stored)
+		}
+	}
+	return fmt.Errorf("publish %d jobs (%d stored): %w", len(keys), len(stored), err)
+}
+
+// nextWake returns when the next pass is due: when the next job becomes due, or after
+// PollInterval at most.
+func (d *dispatcher) nextWake(ctx context.Context) (time.Time, error) {
+	now := time.Now()
+	wake := now.Add(d.o.PollInterval)
+	next, ok, err := d.jobs.NextDue(ctx)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("find the next due job: %w", err)
+	}
+	// A next due time in the past by this host's clock means the clocks of MySQL and this
+	// host disagree: keep to the poll interval rather than spin.
+	if ok && next.After(now) && next.Before(wake) {
+		wake = next
+	}
+	return wake, nil
+}
+
+// report tells what a pass did: the published counter, a wake-up for idle workers when there
+// are new messages, a debug log and OnDispatch.
+func (d *dispatcher) report(ctx context.Context, p *pass) {
+	if p.stored > 0 {
+		d.o.Telemetry.Metrics().Published(ctx, d.table, p.stored)
+	}
+	if p.Published > 0 {
+		if err := d.stream.Wake(); err != nil {
+			d.log.Warn("waking workers failed; they find the jobs at their next poll", "err", err)
+		}
+	}
+	if p.Published+p.AlreadyQueued > 0 {
+		d.log.Debug("dispatched", "published", p.Published, "already_queued", p.AlreadyQueued)
+		if d.o.OnDispatch != nil {
+			d.o.OnDispatch(p.DispatchEvent)
+		}
+	}
+}
