@@ -6,7 +6,7 @@ TEST_FLAGS ?= -race -timeout 30m
 BENCH     ?= .
 BENCHTIME ?= 1x
 
-.PHONY: help build test lint bench demo chaos soak clean
+.PHONY: help build test test-datajoint lint bench demo chaos soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-8s %s\n", $$1, $$2}'
@@ -18,12 +18,17 @@ test: ## run every test (unit and integration, against MariaDB/MySQL and NATS) w
 	$(GO) vet $(PKGS)
 	$(GO) test $(TEST_FLAGS) $(PKGS)
 
+test-datajoint: ## the tests with the real DataJoint for Python (its Debian packages: .ci/datajoint-packages)
+	$(GO) vet -tags datajoint ./e2e/
+	$(GO) test $(TEST_FLAGS) -tags datajoint -run 'DataJoint' ./e2e/
+
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags datajoint ./e2e/
 
-bench: ## run the benchmarks and print their figures (BENCH=regexp, BENCHTIME=Nx or duration)
-	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem $(PKGS)
+bench: ## run the benchmarks and print their figures (BENCH=regexp, BENCHTIME=Nx or duration; the DataJoint ones need test-datajoint's packages)
+	$(GO) test -tags datajoint -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem $(PKGS)
 
 demo: build ## run the sample pipeline on this machine (MySQL at JETJOBS_MYSQL_DSN or a private MariaDB); Ctrl-C stops it
 	$(GO) build -o $(BIN)/demo ./demo

@@ -13,6 +13,7 @@ import (
 	"math"
 	"os"
 	"reflect"
+	"regexp"
 	"strings"
 	"time"
 	"unicode"
@@ -165,6 +166,22 @@ type Table struct {
 	// KeySource is an optional SQL SELECT returning the key columns. Empty: derived from the
 	// target's primary parents, as DataJoint does.
 	KeySource string `json:"key_source,omitempty"`
+	// DataJoint is the DataJoint class that computes the table, "module.Class" as Python
+	// imports it (e.g. "lab_pipeline.Analysis"): workers compute the table with DataJoint's
+	// own make(), through the Python package's adapter (python3 -m jetjobs.datajoint),
+	// kept running once per slot. Empty: workers run their --exec handler.
+	DataJoint string `json:"datajoint,omitempty"`
+}
+
+// dataJointClass is a Python module path and class name: identifiers joined by dots.
+var dataJointClass = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$`)
+
+// CheckDataJointClass checks that class names a DataJoint class as "module.Class".
+func CheckDataJointClass(class string) error {
+	if !dataJointClass.MatchString(class) {
+		return fmt.Errorf("%q is not a DataJoint class as module.Class (Python identifiers joined by dots, e.g. lab_pipeline.Analysis)", class)
+	}
+	return nil
 }
 
 // Seconds is a duration written in configuration as a number of seconds, like DataJoint's
@@ -434,6 +451,11 @@ func (c *Config) Validate() error {
 		}
 		if seen[t.Table] {
 			bad("tables[%d].table %q is listed twice", i, t.Table)
+		}
+		if t.DataJoint != "" {
+			if err := CheckDataJointClass(t.DataJoint); err != nil {
+				bad("tables[%d].datajoint: %v", i, err)
+			}
 		}
 		seen[t.Table] = true
 	}

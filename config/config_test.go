@@ -34,7 +34,7 @@ func TestParseFullFile(t *testing.T) {
 		"jobs": {"default_priority": -3, "stale_timeout": 0, "keep_completed": true, "auto_refresh": false,
 		         "version_method": null, "orphan_timeout": 7200, "lease_duration": 1.5, "max_attempts": 5,
 		         "retry_backoff": 2, "refresh_interval": 30},
-		"tables": [{"table": "lab.__analysis", "key_source": "SELECT 1 AS id"}, {"table": "lab.__other"}]
+		"tables": [{"table": "lab.__analysis", "key_source": "SELECT 1 AS id"}, {"table": "lab.__other", "datajoint": "lab.pipeline.Other"}]
 	}`))
 	if err != nil {
 		t.Fatal(err)
@@ -47,6 +47,9 @@ func TestParseFullFile(t *testing.T) {
 	}
 	if ks := cfg.Tables[0].KeySource; ks != "SELECT 1 AS id" {
 		t.Errorf("key source: %q", ks)
+	}
+	if cfg.Tables[1].DataJoint != "lab.pipeline.Other" || cfg.Tables[0].DataJoint != "" {
+		t.Errorf("datajoint classes: %+v", cfg.Tables)
 	}
 	if cfg.NATS.Replicas != 3 || cfg.NATS.AckWait.Duration() != 45*time.Second {
 		t.Errorf("nats: %+v", cfg.NATS)
@@ -64,6 +67,8 @@ func TestParseErrorsNameTheKey(t *testing.T) {
 		{"bad version method", `{"jobs": {"version_method": "svn"}}`, "jobs.version_method"},
 		{"table without schema", `{"tables": [{"table": "analysis"}]}`, "tables[0].table"},
 		{"table listed twice", `{"tables": [{"table": "a.b"}, {"table": "a.b"}]}`, "listed twice"},
+		{"datajoint class without a module", `{"tables": [{"table": "a.b", "datajoint": "Analysis"}]}`, "tables[0].datajoint"},
+		{"datajoint class with shell syntax", `{"tables": [{"table": "a.b", "datajoint": "lab.A; rm -rf ~"}]}`, "tables[0].datajoint"},
 		{"zero attempts", `{"jobs": {"max_attempts": 0}}`, "jobs.max_attempts"},
 		{"empty dsn", `{"mysql": {"dsn": ""}}`, "mysql.dsn"},
 		{"trailing data", `{} {}`, "after the JSON object"},

@@ -55,8 +55,9 @@ type env struct {
 	dir     string
 	config  string
 	calls   string
-	extra   []string       // environment added to every process
-	nats    map[string]any // overrides of the config's nats section
+	extra   []string         // environment added to every process
+	nats    map[string]any   // overrides of the config's nats section
+	tables  []map[string]any // the config's tables; nil: the pipeline's __analysis
 }
 
 // handlerScript is the --exec handler: it logs each call's start and end (key, worker pid,
@@ -116,7 +117,10 @@ func (e *env) writeConfig(jobs map[string]any) {
 		"mysql":  map[string]any{"dsn": e.db.ServerDSN},
 		"nats":   n,
 		"jobs":   j,
-		"tables": []map[string]any{{"table": e.db.Name + ".__analysis"}},
+		"tables": e.tables,
+	}
+	if e.tables == nil {
+		cfg["tables"] = []map[string]any{{"table": e.db.Name + ".__analysis"}}
 	}
 	data, _ := json.MarshalIndent(cfg, "", "  ")
 	e.config = filepath.Join(e.dir, "jetjobs.json")

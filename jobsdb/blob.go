@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"unicode/utf8"
+	"strings"
 )
 
 // DataJoint's blob encoding of a string (datajoint-python blob.py: pack, pack_string):
@@ -31,7 +31,12 @@ const (
 )
 
 // EncodeStack encodes s in DataJoint's blob encoding (compressed above 1000 bytes when smaller).
-func EncodeStack(s string) []byte {
+// Invalid UTF-8 in s (a handler's raw bytes) is replaced by U+FFFD: DataJoint decodes the
+// string as UTF-8, and one undecodable stack would make every error of the table unreadable.
+func EncodeStack(s string) []byte { return encodeString(strings.ToValidUTF8(s, "\uFFFD")) }
+
+// encodeString is the blob of s's bytes, whatever they are.
+func encodeString(s string) []byte {
 	blob := make([]byte, 0, len(blobProtocol)+1+8+len(s))
 	blob = append(blob, blobProtocol...)
 	blob = append(blob, blobString)
@@ -52,7 +57,8 @@ func EncodeStack(s string) []byte {
 	return blob
 }
 
-// DecodeStack decodes DataJoint's blob encoding of a string, or returns plain text as is.
+// DecodeStack decodes DataJoint's blob encoding of a string, or returns plain text as is;
+// invalid UTF-8 (written by another tool, or by jetjobs before it replaced it) reads as U+FFFD.
 //
 // Bytes that do not start with a blob header are plain text (a stack written by another
 // tool). A blob header followed by something other than a string, or a truncated or corrupt
@@ -84,10 +90,7 @@ func DecodeStack(b []byte) (string, error) {
 		}
 	}
 	if !bytes.HasPrefix(b, []byte(blobProtocol)) && !bytes.HasPrefix(b, []byte(blobProtocolMatlab)) {
-		if !utf8.Valid(b) {
-			return string(bytes.ToValidUTF8(b, []byte("\uFFFD"))), nil
-		}
-		return string(b), nil
+		return strings.ToValidUTF8(string(b), "\uFFFD"), nil
 	}
 	body := b[len(blobProtocol):]
 	if len(body) < 9 || body[0] != blobString {
@@ -97,5 +100,5 @@ func DecodeStack(b []byte) (string, error) {
 	if n != uint64(len(body)-9) {
 		return "", fmt.Errorf("jobsdb: decode stack: blob string of %d bytes, header says %d", len(body)-9, n)
 	}
-	return string(body[9:]), nil
+	return strings.ToValidUTF8(string(body[9:]), "\uFFFD"), nil
 }

@@ -10,6 +10,7 @@ import (
 	"math/rand"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestEncodeStackLayout(t *testing.T) {
@@ -67,7 +68,7 @@ func TestEncodeStackCompression(t *testing.T) {
 	t.Run("incompressible stacks stay uncompressed", func(t *testing.T) {
 		b := make([]byte, 3000)
 		rand.New(rand.NewSource(1)).Read(b)
-		got := EncodeStack(string(b))
+		got := encodeString(string(b)) // EncodeStack would replace the invalid UTF-8
 		if !bytes.HasPrefix(got, []byte("dj0\x00\x05")) || len(got) != 3000+header {
 			t.Fatalf("blob of %d bytes starts %q", len(got), got[:6])
 		}
@@ -94,6 +95,27 @@ func TestDecodeStack(t *testing.T) {
 			got, err := DecodeStack(EncodeStack(s))
 			if err != nil || got != s {
 				t.Fatalf("round trip of %d bytes: %d bytes, %v", len(s), len(got), err)
+			}
+		}
+	})
+
+	t.Run("invalid UTF-8 is stored replaced, so DataJoint can decode every stack", func(t *testing.T) {
+		for _, s := range []string{
+			"bad \xff\xfe bytes",
+			"cut in the middle of \xc3",
+			strings.Repeat("\x80é", 2000), // compressed
+		} {
+			b := EncodeStack(s)
+			got, err := DecodeStack(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := strings.ToValidUTF8(s, "\uFFFD"); got != want {
+				t.Fatalf("stored %q, want %q", got, want)
+			}
+			// What DataJoint reads: the string's bytes in the blob must be UTF-8 themselves.
+			if !bytes.HasPrefix(b, []byte("ZL123")) && !utf8.Valid(b[13:]) {
+				t.Fatalf("the blob holds invalid UTF-8: %q", b[13:])
 			}
 		}
 	})

@@ -200,6 +200,8 @@ func (j *Jobs) planRecord(outcomes []Outcome) (*recordPlan, error) {
 		return nil, err
 	}
 	p := &recordPlan{outcomes: outcomes, keys: keys, tokens: tokens, rows: make([][]Row, len(outcomes))}
+	metadata := j.t.hasJobMetadata()
+	now := time.Now()
 	seen := make(map[string]bool, len(outcomes))
 	for i, o := range outcomes {
 		id := keyID(keys[i])
@@ -222,6 +224,9 @@ func (j *Jobs) planRecord(outcomes []Outcome) (*recordPlan, error) {
 						j.t.KeyString(keys[i]), pk)
 				}
 				primaryKeys[pk] = true
+				if metadata {
+					j.addJobMetadata(row, now, o.Duration)
+				}
 				p.rows[i] = append(p.rows[i], row)
 			}
 		case OutcomeError, OutcomeRetry, OutcomeRelease:
@@ -233,6 +238,40 @@ func (j *Jobs) planRecord(outcomes []Outcome) (*recordPlan, error) {
 		}
 	}
 	return p, nil
+}
+
+// DataJoint's hidden job metadata columns, which a target declared with
+// config.jobs.add_job_metadata has (datajoint-python declare.py, autopopulate.py _populate1).
+const (
+	jobStartTimeColumn = "_job_start_time"
+	jobDurationColumn  = "_job_duration"
+	jobVersionColumn   = "_job_version"
+)
+
+// hasJobMetadata reports whether the target has DataJoint's hidden job metadata columns.
+func (t *Target) hasJobMetadata() bool {
+	for _, name := range []string{jobStartTimeColumn, jobDurationColumn, jobVersionColumn} {
+		if _, ok := t.column(name); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// addJobMetadata fills DataJoint's job metadata of a target row, as DataJoint's populate
+// does after make(): when the computation started (local wall-clock time, as DataJoint's
+// client writes it; here the outcome's recording time less its duration), how long it took in
+// seconds, and the version (jobs.version_method). Values the row sets itself are kept.
+func (j *Jobs) addJobMetadata(row Row, recorded time.Time, duration time.Duration) {
+	for name, v := range map[string]any{
+		jobStartTimeColumn: recorded.Add(-duration),
+		jobDurationColumn:  duration.Seconds(),
+		jobVersionColumn:   j.opts.Identity.Version,
+	} {
+		if _, ok := row[name]; !ok {
+			row[name] = v
+		}
+	}
 }
 
 // CheckRows checks target rows for the job of key as Record would: every column a target

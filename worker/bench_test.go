@@ -24,17 +24,7 @@ func BenchmarkWorkerThroughput(b *testing.B) {
 				opts := bun.opts
 				opts.Handler = func(context.Context, *worker.Job) (worker.Result, error) { return worker.Result{}, nil }
 				opts.Concurrency, opts.MaxCalls = concurrency, jobs // stop at the last job, not after an idle wait
-				w, err := worker.New(opts)
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.StartTimer()
-				began := time.Now()
-				sum, err := w.Run(context.Background())
-				elapsed += time.Since(began)
-				if err != nil || sum.SuccessCount != jobs {
-					b.Fatalf("ran %d of %d jobs: %v", sum.SuccessCount, jobs, err)
-				}
+				elapsed += timedRun(b, opts, jobs)
 			}
 			b.ReportMetric(float64(jobs*b.N)/elapsed.Seconds(), "jobs/s")
 		})

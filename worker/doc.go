@@ -5,9 +5,11 @@
 //	w, err := worker.New(worker.Options{DB: db, NATS: nc, Tables: tables, Handler: compute})
 //	summary, err := w.Run(ctx) // populate(): until ctx ends, or Once / MaxCalls say it is done
 //
-// A handler is a Go function (Handler) or an external command (Exec), which gets the key and
-// may return target rows; they are inserted in the transaction that records the job's
-// completion. The job states and their transitions are in docs/states.md.
+// A handler is a Go function (Handler), an external command run once per job (Exec), or a
+// program that computes one job after another over a line-delimited JSON protocol
+// (Persistent, docs/handler-protocol.md); it gets the key and may return target rows, which
+// are inserted in the transaction that records the job's completion. The job states and their
+// transitions are in docs/states.md.
 //
 // # How a job goes
 //
@@ -22,7 +24,7 @@
 // # Invariants
 //
 //  1. A job runs only under a lease this worker holds: the keeper cancels a job (kills an
-//     exec handler's process group) before its lease can have expired as MySQL sees it, when
+//     exec or persistent handler's process group) before its lease can have expired as MySQL sees it, when
 //     the lease was taken over, or when it could not be renewed in time (MySQL unreachable).
 //     A job whose lease may have expired before it started is released without running.
 //  2. An outcome is recorded at most once per lease, fenced by the lease token; a transient

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jetjobs/jetjobs/jobsdb"
 	"github.com/jetjobs/jetjobs/tracing"
@@ -31,8 +32,6 @@ const (
 
 	// maxCaptured bounds what is kept of a handler's stdout and stderr.
 	maxCaptured = 4 << 20
-	// stderrTailChars is how much of the end of stderr becomes the error message.
-	stderrTailChars = 1000
 	// outputWaitDelay is how long the worker waits, after a handler exited, for its stdout and
 	// stderr to close: a background process it started may hold them open. Then they are
 	// closed, the handler's process group is killed, and its job is recorded with the output
@@ -54,8 +53,9 @@ type ExecOptions struct {
 // Exec returns a Handler that runs an external command per job, in any language: the key as
 // JSON on stdin and as JETJOBS_KEY_<COLUMN> variables, plus JETJOBS_TABLE and
 // JETJOBS_ATTEMPT. Exit 0 is success, and a JSON object or array on stdout is inserted as
-// target rows; exit 75 is a retryable failure; TRACEPARENT carries the job's trace context; any other exit is an error whose message is
-// the tail of stderr and whose stack is all of stderr.
+// target rows; exit 75 is a retryable failure; TRACEPARENT carries the job's trace context;
+// any other exit is an error whose message is the last non-empty line of stderr (the
+// exception line of a traceback, as DataJoint stores it) and whose stack is all of stderr.
 func Exec(opts ExecOptions) Handler {
 	return func(ctx context.Context, job *Job) (Result, error) {
 		if opts.Timeout > 0 {
@@ -101,7 +101,7 @@ func Exec(opts ExecOptions) Handler {
 			if stdout.dropped {
 				return Result{}, &ExecError{Message: fmt.Sprintf("handler stdout exceeds %d bytes; write large results to the database from the handler instead", maxCaptured), Stderr: stderr.String()}
 			}
-			rows, perr := parseRows(stdout.Bytes())
+			rows, perr := parseRows(stdout.Bytes(), "handler stdout")
 			if perr != nil {
 				return Result{}, &ExecError{Message: perr.Error(), Stderr: stderr.String()}
 			}
@@ -115,7 +115,7 @@ func Exec(opts ExecOptions) Handler {
 		if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 			failure.Signal = ws.Signal()
 		}
-		failure.Message = stderrTail(failure.Stderr)
+		failure.Message = lastLine(failure.Stderr)
 		if failure.Message == "" {
 			failure.Message = fmt.Sprintf("handler exited with status %d", failure.Code)
 			if failure.Signal != 0 {
@@ -129,8 +129,8 @@ func Exec(opts ExecOptions) Handler {
 	}
 }
 
-// ExecError is a failed external handler: its exit code, the message (the tail of stderr)
-// and all of stderr, which becomes the job's error_stack.
+// ExecError is a failed external handler: its exit code, the message (the last non-empty line
+// of stderr, or what went wrong) and all of stderr, which becomes the job's error_stack.
 type ExecError struct {
 	Code    int
 	Signal  syscall.Signal // the signal that killed the handler, 0 when it exited
@@ -173,8 +173,9 @@ func envName(col string) string {
 	return string(b)
 }
 
-// parseRows reads a handler's stdout: nothing, a JSON object (one row) or an array of objects.
-func parseRows(out []byte) ([]jobsdb.Row, error) {
+// parseRows reads target rows, what (a handler's stdout, or a reply's rows): nothing, a JSON
+// object (one row) or an array of objects.
+func parseRows(out []byte, what string) ([]jobsdb.Row, error) {
 	out = bytes.TrimSpace(out)
 	if len(out) == 0 {
 		return nil, nil
@@ -186,18 +187,18 @@ func parseRows(out []byte) ([]jobsdb.Row, error) {
 	case '{':
 		var row jobsdb.Row
 		if err := dec.Decode(&row); err != nil {
-			return nil, fmt.Errorf("handler stdout is not a valid JSON object: %v", err)
+			return nil, fmt.Errorf("%s is not a valid JSON object: %v", what, err)
 		}
 		rows = []jobsdb.Row{row}
 	case '[':
 		if err := dec.Decode(&rows); err != nil {
-			return nil, fmt.Errorf("handler stdout is not a valid JSON array of objects: %v", err)
+			return nil, fmt.Errorf("%s is not a valid JSON array of objects: %v", what, err)
 		}
 	default:
-		return nil, fmt.Errorf("handler stdout must be empty, a JSON object or a JSON array of objects (rows for the target); it starts with %q", firstLine(out))
+		return nil, fmt.Errorf("%s must be empty, a JSON object or a JSON array of objects (rows for the target); it starts with %q", what, firstLine(out))
 	}
 	if dec.More() {
-		return nil, errors.New("handler stdout has data after its JSON value")
+		return nil, fmt.Errorf("%s has data after its JSON value", what)
 	}
 	return rows, nil
 }
@@ -210,17 +211,11 @@ func firstLine(b []byte) string {
 	return s
 }
 
-// stderrTail is the last non-empty lines of stderr, up to stderrTailChars.
-func stderrTail(s string) string {
-	s = strings.TrimSpace(s)
-	if len(s) <= stderrTailChars {
-		return s
-	}
-	s = s[len(s)-stderrTailChars:]
-	if i := strings.IndexByte(s, '\n'); i >= 0 && i < len(s)-1 {
-		s = s[i+1:]
-	}
-	return s
+// lastLine is the last non-empty line of a handler's stderr: the exception line of a
+// traceback ("ValueError: …"), which DataJoint stores as the job's error_message.
+func lastLine(stderr string) string {
+	s := strings.TrimRight(stderr, " \t\r\n")
+	return strings.TrimSpace(s[strings.LastIndexByte(s, '\n')+1:])
 }
 
 // tailBuffer keeps the last limit bytes written to it.
@@ -239,5 +234,16 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (t *tailBuffer) Bytes() []byte  { return t.buf }
-func (t *tailBuffer) String() string { return string(t.buf) }
+func (t *tailBuffer) Bytes() []byte { return t.buf }
+
+// String is what was kept as valid UTF-8: a tail that begins inside a character begins at the
+// next character instead, and invalid bytes are replaced by U+FFFD.
+func (t *tailBuffer) String() string {
+	b := t.buf
+	if t.dropped {
+		for i := 0; i < utf8.UTFMax && len(b) > 0 && !utf8.RuneStart(b[0]); i++ {
+			b = b[1:]
+		}
+	}
+	return strings.ToValidUTF8(string(b), "\uFFFD")
+}

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -140,36 +139,15 @@ func TestHandlerKilledWithTheWorkersStopSignalIsReleased(t *testing.T) {
 	if err := os.WriteFile(script, []byte("#!/bin/sh\necho $$ > "+pidFile+".tmp && mv "+pidFile+".tmp "+pidFile+"\nexec sleep 600\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	w := b.worker(worker.Exec(worker.ExecOptions{Command: script}), func(o *worker.Options) { o.Once = false })
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	var sum worker.Summary
-	go func() {
-		var err error
-		sum, err = w.Run(ctx)
-		done <- err
-	}()
-
-	var pid int
-	waitfor.True(t, "the handler to start", func() bool {
-		data, err := os.ReadFile(pidFile)
-		pid, _ = strconv.Atoi(strings.TrimSpace(string(data)))
-		return err == nil && pid > 0
+	b.stopWithTheHandlersGroup(worker.Exec(worker.ExecOptions{Command: script}), func() int {
+		var pid int
+		waitfor.True(t, "the handler to start", func() bool {
+			data, err := os.ReadFile(pidFile)
+			pid, _ = strconv.Atoi(strings.TrimSpace(string(data)))
+			return err == nil && pid > 0
+		})
+		return pid
 	})
-	// The handler's process group gets the signal first, the worker a moment later.
-	if err := syscall.Kill(-pid, syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	stop()
-	if err := <-done; err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	if len(sum.ErrorList) != 0 {
-		t.Errorf("errors %v, want none: the job was interrupted, not failed", sum.ErrorList)
-	}
-	if n := b.count("SELECT COUNT(*) FROM `~~result` WHERE status = 'pending' AND attempts = 0"); n != 1 {
-		t.Errorf("the job is not pending with its attempt given back")
-	}
 }
 
 // A handler that exits while something it started in the background still holds its stdout

@@ -99,22 +99,7 @@ func newBundle(t testing.TB, n int, modify func(*worker.Options)) *bundle {
 // publishDue publishes every due pending job, as the scheduler does.
 func (b *bundle) publishDue() {
 	b.t.Helper()
-	ctx := context.Background()
-	due, err := b.jobs.FetchPending(ctx, 100000, nil, nil)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	msgs := make([]queue.Message, len(due))
-	for i, j := range due {
-		key, err := b.jobs.Target().KeyJSON(j.Key)
-		if err != nil {
-			b.t.Fatal(err)
-		}
-		msgs[i] = queue.Message{Priority: j.Priority, Key: key}
-	}
-	if _, err := b.queue.Publish(ctx, msgs); err != nil {
-		b.t.Fatal(err)
-	}
+	natstest.PublishDue(b.t, b.jobs, b.queue)
 }
 
 func (b *bundle) worker(h worker.Handler, opts func(*worker.Options)) *worker.Worker {
@@ -219,18 +204,7 @@ func TestRetryableFailuresRetryThenFail(t *testing.T) {
 	// --max-calls 5 counting finished calls, the worker stops after the last of them.
 	w := b.worker(h, func(o *worker.Options) { o.SuppressErrors, o.Once, o.MaxCalls = true, false, 5 })
 	// Retries become due later: keep publishing what is due, as the scheduler would.
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-				b.publishDue()
-			}
-		}
-	}()
+	defer b.keepPublishing()()
 	sum, err := b.run(w)
 	if err != nil {
 		t.Fatal(err)
@@ -395,8 +369,8 @@ esac
 	}
 	var msg string
 	b.db.SQL.QueryRow("SELECT error_message FROM `~~result` WHERE subject_id = 2").Scan(&msg)
-	if msg != "first line\nValueError: no" {
-		t.Errorf("error message %q, want the stderr tail", msg)
+	if msg != "ValueError: no" {
+		t.Errorf("error message %q, want the last line of stderr (the exception line, as DataJoint stores it)", msg)
 	}
 	b.db.SQL.QueryRow("SELECT error_message FROM `~~result` WHERE subject_id = 3").Scan(&msg)
 	if !strings.Contains(msg, "attempt 1 of 1") {

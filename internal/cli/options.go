@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/user"
 	"strings"
 	"time"
 
@@ -19,14 +18,13 @@ import (
 // gitVersionTimeout bounds `git rev-parse` for jobs.version_method "git".
 const gitVersionTimeout = 5 * time.Second
 
-// Identity returns the user, host, pid and version this process writes into the jobs it
-// reserves. The version is evaluated once, here, as version_method says.
+// Identity returns the host, pid and version this process writes into the jobs it reserves.
+// The user is left empty, so that a reservation writes the database user as DataJoint does
+// (USER(), e.g. root@127.0.0.1), not the operating system's. The version is evaluated once,
+// here, as version_method says.
 func Identity(cfg config.Config) jobsdb.Identity {
 	id := jobsdb.Identity{PID: os.Getpid()}
 	id.Host, _ = os.Hostname()
-	if u, err := user.Current(); err == nil {
-		id.User = u.Username + "@" + id.Host
-	}
 	if cfg.Jobs.VersionMethod == config.VersionGit {
 		ctx, cancel := context.WithTimeout(context.Background(), gitVersionTimeout)
 		defer cancel()

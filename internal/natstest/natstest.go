@@ -28,6 +28,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/jetjobs/jetjobs/jobsdb"
 	"github.com/jetjobs/jetjobs/queue"
 )
 
@@ -229,3 +230,24 @@ const (
 	startTimeout = 20 * time.Second
 	startPoll    = 20 * time.Millisecond
 )
+
+// PublishDue publishes every due pending job of jobs to its stream, as the scheduler does.
+func PublishDue(t testing.TB, jobs *jobsdb.Jobs, q *queue.Table) {
+	t.Helper()
+	ctx := context.Background()
+	due, err := jobs.FetchPending(ctx, 1000000, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := make([]queue.Message, len(due))
+	for i, j := range due {
+		key, err := jobs.Target().KeyJSON(j.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs[i] = queue.Message{Priority: j.Priority, Key: key}
+	}
+	if _, err := q.Publish(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -29,7 +29,8 @@ import (
 const usage = `worker: take due jobs from NATS JetStream, reserve them in MySQL, run a handler, record the outcome.
 
 Usage:
-  worker [flags] --exec CMD [schema.table ...]
+  worker [flags] --exec CMD [--persistent] [schema.table ...]
+  worker [flags] --datajoint module.Class [schema.table ...]
 
 Tables come from the arguments, or from "tables" in the config file.
 
@@ -37,7 +38,16 @@ The --exec handler protocol: the key arrives as JSON on stdin and as JETJOBS_KEY
 variables, with JETJOBS_TABLE, JETJOBS_ATTEMPT and TRACEPARENT. Exit 0 = success (a JSON
 object or array on stdout is inserted as target rows in the completion transaction); exit 75 =
 retryable failure (retried with backoff up to jobs.max_attempts); any other exit = error, with
-the tail of stderr as the message and all of stderr as the stack.
+the last non-empty line of stderr as the message and all of stderr as the stack.
+
+With --persistent, CMD is started once per slot and kept: it computes one job after another
+over line-delimited JSON on stdin and stdout (docs/handler-protocol.md; Python: jetjobs.serve
+from the repository's python/ package). A handler that dies, breaks the protocol, exceeds
+--timeout or loses its job's lease is killed with its process group and restarted.
+
+--datajoint module.Class computes the tables with DataJoint's own make(): it runs
+"python3 -m jetjobs.datajoint module.Class" persistently (pip install ./python). A table's
+"datajoint" entry in the config file does the same for that table alone.
 
 Signals: SIGTERM or SIGINT stops taking work, lets running jobs finish within --grace and
 releases the rest to pending; a second signal releases them at once.
@@ -61,6 +71,9 @@ const (
 
 type options struct {
 	exec           string
+	persistent     bool
+	startTimeout   time.Duration
+	dataJoint      []string
 	timeout        time.Duration
 	concurrency    int
 	maxCalls       int
@@ -86,7 +99,10 @@ func MainWith(handler worker.Handler, args []string, stdout, stderr io.Writer) i
 	fs.SetOutput(stderr)
 	cfgFlags := config.AddFlags(fs)
 	o := options{handler: handler}
-	fs.StringVar(&o.exec, "exec", "", "handler command line, run once per job: directly, or by /bin/sh -c when it uses shell syntax (required)")
+	fs.StringVar(&o.exec, "exec", "", "handler command line, run once per job: directly, or by /bin/sh -c when it uses shell syntax (required unless --datajoint or tables[].datajoint)")
+	fs.BoolVar(&o.persistent, "persistent", false, "start the --exec handler once per slot and keep it, sending it one job after another (docs/handler-protocol.md)")
+	fs.DurationVar(&o.startTimeout, "start-timeout", worker.PersistentStartTimeoutDefault, "how long a persistent handler may take to start (until its handshake)")
+	fs.StringSliceVar(&o.dataJoint, "datajoint", nil, "compute the tables with DataJoint's make() of this class, module.Class (repeatable): runs \"python3 -m jetjobs.datajoint module.Class\" persistently")
 	fs.DurationVar(&o.timeout, "timeout", 0, "kill a job's handler (its whole process group) after this long and record an error; 0 = no limit")
 	fs.IntVarP(&o.concurrency, "concurrency", "j", worker.ConcurrencyDefault, "jobs run at once (populate's processes)")
 	fs.IntVar(&o.maxCalls, "max-calls", 0, "stop after this many jobs finished (succeeded, failed or retried); 0 = no limit")
@@ -121,9 +137,6 @@ func MainWith(handler worker.Handler, args []string, stdout, stderr io.Writer) i
 }
 
 func run(fs *pflag.FlagSet, cfgFlags *config.Flags, o options, log *slog.Logger, stdout, stderr io.Writer) error {
-	if o.exec == "" && o.handler == nil {
-		return cli.Usagef("--exec is required: the command that computes one job")
-	}
 	if o.output != "text" && o.output != "json" {
 		return cli.Usagef("--output %q: want text or json", o.output)
 	}
@@ -135,6 +148,10 @@ func run(fs *pflag.FlagSet, cfgFlags *config.Flags, o options, log *slog.Logger,
 		return err
 	}
 	tables, err := cli.Tables(cfg, fs.Args())
+	if err != nil {
+		return err
+	}
+	plan, err := planHandlers(cfg, tables, o)
 	if err != nil {
 		return err
 	}
@@ -202,8 +219,17 @@ func run(fs *pflag.FlagSet, cfgFlags *config.Flags, o options, log *slog.Logger,
 		// Log lines go above the bar, not into it.
 		opts.Logger = slog.New(slog.NewTextHandler(bar, &slog.HandlerOptions{Level: logLevel(log)}))
 	}
+	handler, persistent := plan.build(o, opts.Logger)
+	defer stopAll(persistent)
+	opts.Handler = handler
 	w, err := worker.New(opts)
 	if err != nil {
+		return err
+	}
+	if err := start(ctx, persistent, o.concurrency); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	if err := w.Start(ctx); err != nil {
@@ -235,7 +261,6 @@ func run(fs *pflag.FlagSet, cfgFlags *config.Flags, o options, log *slog.Logger,
 // workerOptions translates the configuration and the flags into the worker's options.
 func workerOptions(cfg config.Config, tables []string, o options, log *slog.Logger) worker.Options {
 	opts := worker.Options{
-		Handler:        o.handler,
 		Concurrency:    o.concurrency,
 		MaxCalls:       o.maxCalls,
 		SuppressErrors: o.suppressErrors,
@@ -249,9 +274,6 @@ func workerOptions(cfg config.Config, tables []string, o options, log *slog.Logg
 		Jobs:           cli.JobsOptions(cfg, cli.Identity(cfg)),
 		Queue:          cli.QueueConfig(cfg),
 		Logger:         log,
-	}
-	if opts.Handler == nil {
-		opts.Handler = worker.Exec(worker.ExecOptions{Command: o.exec, Timeout: o.timeout})
 	}
 	for _, name := range tables {
 		entry, _ := cfg.Table(name)
