@@ -376,6 +376,16 @@ func (c *codec) fromBytes(b []byte) (any, error) {
 // []byte is raw bytes for binary columns; time.Time is accepted for dates and datetimes.
 func (c *codec) fromGo(v any) (any, error) {
 	switch x := v.(type) {
+	case int64: // canonical already, the common case
+		if c.kind == kindInt && x >= c.min && x <= c.max {
+			return x, nil
+		}
+	case uint64:
+		if (c.kind == kindUint || c.kind == kindBit) && x <= c.umax {
+			return x, nil
+		}
+	}
+	switch x := v.(type) {
 	case nil:
 		return nil, fmt.Errorf("want %s, got null", c.want())
 	case json.Number:

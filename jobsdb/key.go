@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Key holds a job's key values in the order of Target.KeyColumns, as SQL-ready values.
@@ -63,6 +64,144 @@ func (t *Target) keyNames() string {
 // are ErrBadKey. Numbers are read exactly (no float rounding of 64-bit integers); duplicate
 // names, null values, nested values and anything after the object are refused.
 func (t *Target) ParseKey(data []byte) (Key, error) {
+	if key, ok := t.parseKeyFast(data); ok {
+		return key, nil
+	}
+	return t.parseKeySlow(data)
+}
+
+// parseKeyFast parses the common form of a key, a flat JSON object of plain numbers and
+// strings without escapes (what the scheduler publishes), without encoding/json's decoder. It
+// gives up (false) on anything else, valid or not, and parseKeySlow decides then: so both
+// always agree, which FuzzParseKey checks.
+func (t *Target) parseKeyFast(data []byte) (Key, bool) {
+	codecs, err := t.keyCodecs()
+	if err != nil {
+		return nil, false
+	}
+	key := make(Key, len(codecs))
+	seen := 0
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '{' {
+		return nil, false
+	}
+	i++
+	for n := 0; ; n++ {
+		i = skipSpace(data, i)
+		if n == 0 && i < len(data) && data[i] == '}' {
+			break
+		}
+		name, next, ok := plainString(data, i)
+		if !ok {
+			return nil, false
+		}
+		i = skipSpace(data, next)
+		if i >= len(data) || data[i] != ':' {
+			return nil, false
+		}
+		i = skipSpace(data, i+1)
+		col := t.keyIndex(name)
+		if col < 0 || seen&(1<<col) != 0 || col >= 64 {
+			return nil, false
+		}
+		var v any
+		if i < len(data) && data[i] == '"' {
+			var s string
+			if s, i, ok = plainString(data, i); !ok {
+				return nil, false
+			}
+			v, err = codecs[col].fromJSON(s)
+		} else {
+			var num string
+			if num, i, ok = jsonNumber(data, i); !ok {
+				return nil, false
+			}
+			v, err = codecs[col].fromJSON(json.Number(num))
+		}
+		if err != nil {
+			return nil, false
+		}
+		key[col] = v
+		seen |= 1 << col
+		i = skipSpace(data, i)
+		if i < len(data) && data[i] == ',' {
+			i++
+			continue
+		}
+		if i < len(data) && data[i] == '}' {
+			break
+		}
+		return nil, false
+	}
+	if skipSpace(data, i+1) != len(data) || seen != 1<<len(codecs)-1 {
+		return nil, false
+	}
+	return key, true
+}
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// plainString reads a JSON string at data[i] that has no escapes and is valid UTF-8.
+func plainString(data []byte, i int) (string, int, bool) {
+	if i >= len(data) || data[i] != '"' {
+		return "", i, false
+	}
+	for j := i + 1; j < len(data); j++ {
+		switch c := data[j]; {
+		case c == '"':
+			s := data[i+1 : j]
+			return string(s), j + 1, utf8.Valid(s)
+		case c == '\\' || c < 0x20:
+			return "", i, false
+		}
+	}
+	return "", i, false
+}
+
+// jsonNumber reads a number at data[i] as JSON writes it: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+func jsonNumber(data []byte, i int) (string, int, bool) {
+	start := i
+	digits := func() bool {
+		j := i
+		for i < len(data) && data[i] >= '0' && data[i] <= '9' {
+			i++
+		}
+		return i > j
+	}
+	if i < len(data) && data[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(data) && data[i] == '0':
+		i++
+	case !digits():
+		return "", start, false
+	}
+	if i < len(data) && data[i] == '.' {
+		i++
+		if !digits() {
+			return "", start, false
+		}
+	}
+	if i < len(data) && (data[i] == 'e' || data[i] == 'E') {
+		i++
+		if i < len(data) && (data[i] == '+' || data[i] == '-') {
+			i++
+		}
+		if !digits() {
+			return "", start, false
+		}
+	}
+	return string(data[start:i]), i, true
+}
+
+// parseKeySlow is ParseKey with encoding/json's decoder: any JSON, and the precise errors.
+func (t *Target) parseKeySlow(data []byte) (Key, error) {
 	codecs, err := t.keyCodecs()
 	if err != nil {
 		return nil, err

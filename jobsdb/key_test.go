@@ -213,6 +213,12 @@ func FuzzParseKey(f *testing.F) {
 	}
 	tg := fuzzTarget()
 	f.Fuzz(func(t *testing.T, data []byte) {
+		if fast, ok := tg.parseKeyFast(data); ok {
+			slow, err := tg.parseKeySlow(data)
+			if err != nil || !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("%s: the fast parser read %v, the decoder %v (%v)", data, fast, slow, err)
+			}
+		}
 		key, err := tg.ParseKey(data)
 		if err != nil {
 			if !errors.Is(err, ErrBadKey) {

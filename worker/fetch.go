@@ -206,7 +206,7 @@ func (w *Worker) reserve(ctx context.Context, t *table, msgs []queue.Msg) {
 			j.reserveSpan = nil
 		}
 		w.running.Add(1)
-		go func() { defer w.running.Done(); w.run(ctx, j) }()
+		w.runs <- j // a runner is free: the job holds one of the slots
 	}
 	for i, j := range jobs {
 		if !won[i] {

@@ -40,8 +40,9 @@ type keeper struct {
 	log      *slog.Logger
 	poke     chan struct{} // a job was added: its deadline may be the next one
 
-	mu      sync.Mutex
-	running map[*job]struct{}
+	mu       sync.Mutex
+	running  map[*job]struct{}
+	nextWake time.Time // when run looks at the deadlines next
 }
 
 func newKeeper(j *jobsdb.Jobs, interval time.Duration, log *slog.Logger) *keeper {
@@ -74,10 +75,13 @@ func (k *keeper) add(j *job) {
 	k.mu.Lock()
 	j.renewed = j.reserved
 	k.running[j] = struct{}{}
+	early := k.deadline(j.renewed).Before(k.nextWake)
 	k.mu.Unlock()
-	select {
-	case k.poke <- struct{}{}:
-	default:
+	if early { // a reservation that took long: its deadline comes before run looks again
+		select {
+		case k.poke <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -114,6 +118,9 @@ func (k *keeper) run(ctx context.Context) {
 		if wake.IsZero() || nextRenew.Before(wake) {
 			wake = nextRenew
 		}
+		k.mu.Lock()
+		k.nextWake = wake
+		k.mu.Unlock()
 		timer.Reset(time.Until(wake))
 	}
 }

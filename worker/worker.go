@@ -42,6 +42,7 @@ type Worker struct {
 	jobsCtx  context.Context
 	abort    context.CancelFunc
 	running  sync.WaitGroup // jobs reserved and not yet handed to their completer
+	runs     chan *job      // reserved jobs, to the runners
 	jobsDone chan struct{}  // closed once no fetch loop and no job is left
 	done     chan struct{}  // closed once everything stopped
 
@@ -133,6 +134,18 @@ func (w *Worker) Start(ctx context.Context) error {
 	takeCtx, stopTaking := context.WithCancel(context.Background())
 	w.stopTaking = stopTaking
 	w.jobsCtx, w.abort = context.WithCancel(context.Background())
+	// One runner per slot runs the reserved jobs: goroutines whose stacks have grown to what a
+	// job needs, rather than a new goroutine per job.
+	w.runs = make(chan *job, w.opts.Concurrency)
+	var runners sync.WaitGroup
+	for range w.opts.Concurrency {
+		runners.Go(func() {
+			for j := range w.runs {
+				w.run(takeCtx, j)
+				w.running.Done()
+			}
+		})
+	}
 	var loops sync.WaitGroup
 	for _, t := range w.tables {
 		loops.Go(func() { w.fetchLoop(takeCtx, t) })
@@ -140,6 +153,8 @@ func (w *Worker) Start(ctx context.Context) error {
 	go func() {
 		loops.Wait()
 		stopTaking()
+		close(w.runs) // no reservation is left to hand over
+		runners.Wait()
 		w.running.Wait()
 		close(w.jobsDone)
 		w.stopServices()

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/jetjobs/jetjobs/internal/cli"
+	"github.com/jetjobs/jetjobs/internal/schedulercmd"
 	"github.com/jetjobs/jetjobs/internal/workercmd"
 	"github.com/jetjobs/jetjobs/jobsdb"
 	"github.com/jetjobs/jetjobs/queue"
@@ -42,15 +43,19 @@ Flags:
 
 // Main is the jetjobs-bench program; it returns the exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "worker" {
-		// The Go handler's worker: the worker program with a no-op Go handler.
+	if len(args) > 0 && (args[0] == "worker" || args[0] == "scheduler") {
+		// The programs, profiled: the worker program with a no-op Go handler, and the
+		// scheduler program as it is.
 		if path := os.Getenv(envCPUProfile); path != "" {
 			stop, err := startCPUProfile(path)
 			if err != nil {
-				fmt.Fprintln(stderr, "jetjobs-bench worker:", err)
+				fmt.Fprintln(stderr, "jetjobs-bench:", err)
 				return cli.ExitFailed
 			}
 			defer stop()
+		}
+		if args[0] == "scheduler" {
+			return schedulercmd.Main(args[1:], stdout, stderr)
 		}
 		return workercmd.MainWith(noop, args[1:], stdout, stderr)
 	}
@@ -68,7 +73,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.Storage, "storage", string(queue.StorageDefault), "stream storage: file or memory")
 	fs.BoolVar(&o.Prepublished, "prepublished", false, "publish every job before the clock starts")
 	fs.IntVar(&o.DispatchWindow, "dispatch-window", 0, "the scheduler's nats.dispatch_window (0: its default; with --prepublished, at least --n)")
-	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write each Go worker's CPU profile to this file, suffixed with the worker's number (go tool pprof)")
+	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write the scheduler's and each Go worker's CPU profile to files of this prefix (.scheduler, .0, .1, …; go tool pprof)")
 	runs := fs.Int("runs", 1, "runs, one line each")
 	explain := fs.Bool("explain", false, "print the plans of the statements that pick due jobs")
 	quiet := fs.BoolP("quiet", "q", false, "print only the result lines")
