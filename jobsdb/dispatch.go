@@ -30,7 +30,8 @@ type DueFilter struct {
 
 // DueForDispatch returns due pending jobs that need a publish: never published since they
 // became pending (dispatched_time NULL), or published and presumed lost (see DueFilter).
-// Ordered by priority, scheduled_time.
+// Ordered by priority, scheduled_time. Only what a publish needs is read: each Job has its
+// Key, Priority, ScheduledTime and Status (pending), and nothing else.
 //
 // It reads one priority at a time, each a range of the (status, priority, scheduled_time)
 // index, so that jobs not yet due are never read: with all priorities at once, MariaDB would
@@ -54,13 +55,36 @@ func (j *Jobs) DueForDispatch(ctx context.Context, f DueFilter) ([]Job, error) {
 		}
 		c := j.stmt.dueConds(f, p)
 		lim, args := limit(want, c.args)
-		some, err := j.queryJobs(ctx, j.stmt.selectJobs, c.where()+j.stmt.orderDue+lim, args, false)
-		if err != nil {
+		if jobs, err = j.queryDue(ctx, jobs, c.where()+j.stmt.orderDue+lim, args); err != nil {
 			return nil, fmt.Errorf("jobsdb: due for dispatch %s: %w", j.t.FullName(), err)
 		}
-		jobs = append(jobs, some...)
 	}
 	return jobs, nil
+}
+
+// queryDue appends the due jobs the statement's rest (WHERE, ORDER BY, LIMIT) selects.
+func (j *Jobs) queryDue(ctx context.Context, jobs []Job, rest string, args []any) ([]Job, error) {
+	codecs, err := j.t.keyCodecs()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := j.bounded(ctx)
+	defer cancel()
+	rows, err := j.db.QueryContext(ctx, j.stmt.selectDue+rest, args...)
+	if err != nil {
+		return nil, j.noJobsTable(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		job := Job{Key: make(Key, len(codecs)), Status: StatusPending}
+		var scheduled nullTime
+		if err := rows.Scan(append(keyScanners(codecs, job.Key), &job.Priority, &scheduled)...); err != nil {
+			return nil, err
+		}
+		job.ScheduledTime = scheduled.Time
+		jobs = append(jobs, job)
+	}
+	return jobs, rows.Err()
 }
 
 // pendingPriorities lists the priorities that have pending jobs, most urgent first: one index
@@ -138,7 +162,7 @@ func (j *Jobs) ExplainDueForDispatch(ctx context.Context) ([]string, error) {
 		sql  string
 		args []any
 	}{
-		{"due", j.stmt.selectJobs.jetjobs + c.where() + j.stmt.orderDue + lim, args},
+		{"due", j.stmt.selectDue + c.where() + j.stmt.orderDue + lim, args},
 		{"next priority", j.stmt.nextPriority, []any{PriorityMin - 1}},
 		{"next due", j.stmt.nextDueOf, []any{p}},
 	}

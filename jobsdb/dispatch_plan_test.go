@@ -20,7 +20,7 @@ func TestDispatchStatementsUseTheIndex(t *testing.T) {
 	for _, p := range []int{0, 1} {
 		c := f.jobs.stmt.dueConds(filter, p)
 		lim, args := limit(filter.Limit, c.args)
-		q := f.jobs.stmt.selectJobs.jetjobs + c.where() + f.jobs.stmt.orderDue + lim
+		q := f.jobs.stmt.selectDue + c.where() + f.jobs.stmt.orderDue + lim
 		var id, selectType, table, typ string
 		var possible, key, keyLen, ref, rows, extra *string
 		if err := f.sql.QueryRowContext(f.ctx, "EXPLAIN "+q, args...).Scan(&id, &selectType, &table, &typ, &possible, &key, &keyLen, &ref, &rows, &extra); err != nil {
@@ -80,7 +80,7 @@ func TestDueForDispatchAfterAJob(t *testing.T) {
 	defer conn.Close()
 	c := f.jobs.stmt.dueConds(DueFilter{After: &last}, last.Priority)
 	lim, args := limit(10, c.args)
-	q := f.jobs.stmt.selectJobs.jetjobs + c.where() + f.jobs.stmt.orderDue + lim
+	q := f.jobs.stmt.selectDue + c.where() + f.jobs.stmt.orderDue + lim
 	if _, err := conn.ExecContext(f.ctx, "FLUSH STATUS"); err != nil {
 		t.Fatal(err)
 	}

@@ -163,6 +163,7 @@ type statements struct {
 
 	// Reading jobs: a head, then the filter, then orderJobs.
 	selectJobs jobsSelect // without error_stack
+	selectDue  string     // what a publish needs: key, priority, scheduled_time
 	selectJob  jobsSelect // with error_stack, WHERE the key (Get)
 	orderJobs  string
 	orderDue   string // within one priority
@@ -295,6 +296,7 @@ func newStatements(t *Target) *statements {
 		jetjobs:   "SELECT " + keys + ", " + jobColumns + " FROM " + s.table,
 		dataJoint: "SELECT " + keys + ", " + dataJointJobColumns + " FROM " + s.table,
 	}
+	s.selectDue = "SELECT " + keys + ", `priority`, `scheduled_time` FROM " + s.table
 	s.selectJob = jobsSelect{
 		jetjobs:   "SELECT " + keys + ", " + jobColumns + ", `error_stack` FROM " + s.table + " WHERE " + keyEquals(t, "", ""),
 		dataJoint: "SELECT " + keys + ", " + dataJointJobColumns + ", `error_stack` FROM " + s.table + " WHERE " + keyEquals(t, "", ""),
