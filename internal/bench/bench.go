@@ -73,6 +73,8 @@ type Options struct {
 	Prepublished bool
 	// DispatchWindow overrides the scheduler's (0: its default).
 	DispatchWindow int
+	// ExplainOnly sets up the table of N jobs for the plans (Result.Explain) and runs nothing.
+	ExplainOnly bool
 	CPUProfile     string    // Go workers' CPU profiles, suffixed with their number
 	Log            io.Writer // progress; nil for none
 }
@@ -109,6 +111,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	defer r.cleanup()
 	if err := r.setup(ctx); err != nil {
 		return nil, err
+	}
+	if o.ExplainOnly {
+		return r.res, nil
 	}
 	if err := r.measure(ctx); err != nil {
 		return nil, err
@@ -181,7 +186,7 @@ func (r *run) setup(ctx context.Context) error {
 	if _, err := jobs.Refresh(ctx, jobsdb.RefreshOptions{Priority: jobsdb.PriorityDefault, Delay: -time.Second}); err != nil {
 		return err
 	}
-	if r.res.Explain, err = jobs.ExplainDueForDispatch(ctx); err != nil {
+	if r.res.Explain, err = jobs.ExplainDueForDispatch(ctx); err != nil || r.o.ExplainOnly {
 		return err
 	}
 	if r.nc, err = nats.Connect(r.o.NATS); err != nil {

@@ -54,3 +54,15 @@ func TestBenchmarkProgramPrintsItsFigures(t *testing.T) {
 		})
 	}
 }
+
+// --explain-only prints the plans on a table of --n jobs and runs nothing: no line of figures.
+func TestBenchmarkProgramExplainsOnly(t *testing.T) {
+	out, err := exec.Command(filepath.Join(binDir, "jetjobs-bench"), "--bin", binDir, "--mysql", mysqltest.ServerDSN(t),
+		"--nats", natstest.External(t), "--n", "2000", "--explain-only", "-q").CombinedOutput()
+	if err != nil {
+		t.Fatalf("jetjobs-bench --explain-only: %v\n%s", err, out)
+	}
+	if !regexp.MustCompile(`plans on 2000 jobs:\n  due: type=range key=status `).Match(out) || regexp.MustCompile(`jobs/s=`).Match(out) {
+		t.Errorf("want the plans alone, got:\n%s", out)
+	}
+}
