@@ -27,10 +27,12 @@ computed once, and prints one line per run:
 
   jetjobs bench: n=… mode=… handler=… workers=… concurrency=… storage=… jobs/s=…
     worker_us_per_job=… mysql_us_per_job=… nats_us_per_job=… scheduler_us_per_job=… peak_rss_mb=…
+    worker_allocs_per_job=…
 
-(CPU seconds of each process over the timed phase divided by the jobs; the MySQL and NATS
-servers are found by the ports they listen on, so both must run on this machine, and nothing
-else should run meanwhile.) --handler go runs a Go no-op handler (this program as "worker"),
+(CPU seconds of each process over the timed phase divided by the jobs, and the workers' heap
+allocations, including their start, per job; the MySQL and NATS servers are found by the
+ports they listen on, so both must run on this machine, and nothing else should run
+meanwhile.) --handler go runs a Go no-op handler (this program as "worker"),
 --handler exec the worker program with a one-line shell script per job. --prepublished
 publishes every job before the clock starts. With --explain it first prints MySQL's plan of
 the statements that pick due jobs, on a table of --n jobs; --explain-only prints them and runs
