@@ -74,6 +74,7 @@ Environment (flags override the environment, which overrides the config file):
   %-18s configuration file, as --config
   %-18s MySQL DSN, as --mysql
   %-18s NATS URL, as --nats
+  GOGC               Go's garbage collector target (default 400 here, not Go's 100)
 
 Telemetry (OpenTelemetry; unset means none, so nothing is exported unless asked for):
   %-22s otlp, console or none (default none): the publish span of each job,

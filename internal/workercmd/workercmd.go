@@ -62,7 +62,7 @@ jobs.max_attempts, jobs.retry_backoff, jobs.version_method, jobs.keep_completed;
 jobs.record_batch (most outcomes per recording transaction, default 500) and
 jobs.record_delay (longest a finished job waits for others to join its batch, default 0.002 s).
 
-Environment: JETJOBS_CONFIG, JETJOBS_MYSQL_DSN, JETJOBS_NATS_URL. Telemetry:
+Environment: JETJOBS_CONFIG, JETJOBS_MYSQL_DSN, JETJOBS_NATS_URL; GOGC (default 400 here). Telemetry:
 OTEL_TRACES_EXPORTER and OTEL_METRICS_EXPORTER (otlp, console, none; default none) with the
 standard OTEL_EXPORTER_OTLP_* settings; the scheduler's trace context reaches each job's spans.
 
@@ -102,6 +102,7 @@ func Main(args []string, stdout, stderr io.Writer) int { return MainWith(nil, ar
 // MainWith is Main with a Go handler instead of --exec's command, for programs that embed the
 // worker program (the benchmark's no-op worker); a nil handler means --exec's.
 func MainWith(handler worker.Handler, args []string, stdout, stderr io.Writer) int {
+	cli.TuneGC()
 	fs := pflag.NewFlagSet("worker", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgFlags := config.AddFlags(fs)
