@@ -75,8 +75,8 @@ type Options struct {
 	DispatchWindow int
 	// ExplainOnly sets up the table of N jobs for the plans (Result.Explain) and runs nothing.
 	ExplainOnly bool
-	CPUProfile     string    // Go workers' CPU profiles, suffixed with their number
-	Log            io.Writer // progress; nil for none
+	CPUProfile  string    // Go workers' CPU profiles, suffixed with their number
+	Log         io.Writer // progress; nil for none
 }
 
 // Result is one run's figures.
