@@ -153,6 +153,7 @@ type statements struct {
 
 	// Scheduler and jobsctl.
 	recoverExpired string // reserved → pending (orphan)
+	claim          string // the due pending jobs of one priority, locked, skipping locked rows (Claim)
 	markDispatched byKeys
 	nextPriority   string // the next priority (after the argument) that has pending jobs
 	nextDueOf      string // the earliest not-yet-due scheduled_time of one priority
@@ -283,6 +284,10 @@ func newStatements(t *Target) *statements {
 	// Both read one entry of the (status, priority, scheduled_time) index: MariaDB has no skip
 	// scan, so a MIN over every priority at once would read every pending row.
 	s.nextPriority = "SELECT MIN(`priority`) FROM " + s.table + " WHERE `status` = 'pending' AND `priority` > ?"
+	// Claim: one priority at a time, a range of the same index (see DueForDispatch).
+	s.claim = "SELECT " + keys + " FROM " + s.table +
+		" WHERE `status` = 'pending' AND `priority` = ? AND `scheduled_time` <= NOW(3)" +
+		" ORDER BY `scheduled_time`, " + keys + " LIMIT ? FOR UPDATE SKIP LOCKED"
 	s.nextDueOf = "SELECT MIN(`scheduled_time`) FROM " + s.table +
 		" WHERE `status` = 'pending' AND `priority` = ? AND `scheduled_time` > NOW(3)"
 	s.ignore = "INSERT INTO " + s.table + " (" + keys + ", `status`, `priority`) VALUES (" +
