@@ -137,7 +137,6 @@ func (o ConnectOptions) natsOptions() ([]nats.Option, error) {
 			nats.ReconnectHandler(func(nc *nats.Conn) {
 				log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
 			}),
-
 		)
 	}
 	for _, f := range []struct{ what, path string }{

@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jetjobs/jetjobs/internal/buildtest"
+	"github.com/jetjobs/jetjobs/internal/natstest"
 	"github.com/jetjobs/jetjobs/jobsdb"
 	"github.com/jetjobs/jetjobs/queue"
 	"github.com/jetjobs/jetjobs/tracing"
@@ -177,52 +177,14 @@ func logBuffer() (*slog.Logger, *buildtest.Output) {
 	return slog.New(slog.NewTextHandler(out, nil)), out
 }
 
-// restartable is an embedded NATS server that the test stops and starts again on the same
-// port and store.
-type restartable struct {
-	t     *testing.T
-	addr  string
-	store string
-	srv   *queue.Embedded
-}
-
-func newRestartable(t *testing.T) *restartable {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &restartable{t: t, addr: ln.Addr().String(), store: t.TempDir()}
-	ln.Close()
-	r.start()
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *restartable) url() string { return "nats://" + r.addr }
-
-func (r *restartable) start() {
-	srv, err := queue.StartEmbedded(queue.EmbeddedOptions{Listen: r.addr, StoreDir: r.store})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	r.srv = srv
-}
-
-func (r *restartable) stop() {
-	if r.srv != nil {
-		r.srv.Shutdown()
-		r.srv = nil
-	}
-}
-
 // With dispatch=auto a worker takes messages while NATS runs, claims from MySQL once NATS has
 // been gone for NATSOutage, and goes back to JetStream when it returns: every job once, no two
 // calls of a job at once, no lease broken, and the logs and the gauge say which mode it is in.
 func TestAutoDispatchRidesOutANATSOutage(t *testing.T) {
 	t.Parallel()
-	ns := newRestartable(t)
-	b := newBundleOn(t, 400, ns.url())
-	nc, err := queue.Connect(context.Background(), queue.ConnectOptions{URL: ns.url()})
+	ns := natstest.StartRestartable(t)
+	b := newBundleOn(t, 400, ns.URL)
+	nc, err := queue.Connect(context.Background(), queue.ConnectOptions{URL: ns.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +215,7 @@ func TestAutoDispatchRidesOutANATSOutage(t *testing.T) {
 	if m := mode(); m != "nats" {
 		t.Errorf("dispatch mode gauge says %q while NATS runs, want nats", m)
 	}
-	ns.stop()
+	ns.Stop()
 	stopped, before := time.Now(), c.total()
 	waitUntil(t, "the switch to MySQL", func() bool { return strings.Contains(out.String(), "claiming jobs from MySQL") })
 	if d := time.Since(stopped); d > 5*time.Second {
@@ -263,7 +225,7 @@ func TestAutoDispatchRidesOutANATSOutage(t *testing.T) {
 	if m := mode(); m != "mysql" {
 		t.Errorf("dispatch mode gauge says %q while NATS is down, want mysql", m)
 	}
-	ns.start()
+	ns.Start()
 	restarted := time.Now()
 	waitUntil(t, "the switch back to JetStream", func() bool { return strings.Contains(out.String(), "taking jobs from JetStream") })
 	if d := time.Since(restarted); d > 5*time.Second {
