@@ -58,6 +58,8 @@ type env struct {
 	extra   []string         // environment added to every process
 	nats    map[string]any   // overrides of the config's nats section
 	tables  []map[string]any // the config's tables; nil: the pipeline's __analysis
+	// dispatch is the config's dispatch; "": not given (the default, auto).
+	dispatch string
 }
 
 // handlerScript is the --exec handler: it logs each call's start and end (key, worker pid,
@@ -121,6 +123,9 @@ func (e *env) writeConfig(jobs map[string]any) {
 	}
 	if e.tables == nil {
 		cfg["tables"] = []map[string]any{{"table": e.db.Name + ".__analysis"}}
+	}
+	if e.dispatch != "" {
+		cfg["dispatch"] = e.dispatch
 	}
 	data, _ := json.MarshalIndent(cfg, "", "  ")
 	e.config = filepath.Join(e.dir, "jetjobs.json")

@@ -130,6 +130,10 @@ func (j *Jobs) claimTx(ctx context.Context, n int, maxPriority *int, token strin
 
 // lockDue locks, in tx, up to n due pending jobs in the order workers take them, skipping
 // rows other transactions hold, and returns their keys.
+//
+// Priorities stay strict: when a priority yields fewer rows than asked for, a non-locking read
+// tells whether it has due jobs that were skipped (locked by another claim, or for a moment by
+// a refresh reading the jobs table); then no less urgent job is taken by this claim.
 func (j *Jobs) lockDue(ctx context.Context, tx *sql.Tx, n int, maxPriority *int) ([]Key, error) {
 	codecs, err := j.t.keyCodecs()
 	if err != nil {
@@ -145,7 +149,8 @@ func (j *Jobs) lockDue(ctx context.Context, tx *sql.Tx, n int, maxPriority *int)
 			break
 		}
 		after = int(p.Int64)
-		rows, err := tx.QueryContext(ctx, j.stmt.claim, after, n-len(keys))
+		want, had := n-len(keys), len(keys)
+		rows, err := tx.QueryContext(ctx, j.stmt.claim, after, want)
 		if err != nil {
 			return nil, err
 		}
@@ -160,6 +165,15 @@ func (j *Jobs) lockDue(ctx context.Context, tx *sql.Tx, n int, maxPriority *int)
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return nil, err
+		}
+		if got := len(keys) - had; got < want {
+			var due int
+			if err := tx.QueryRowContext(ctx, j.stmt.dueOf, after, got+1).Scan(&due); err != nil {
+				return nil, err
+			}
+			if due > got {
+				break // this priority's other due jobs are locked: none of the next
+			}
 		}
 	}
 	return keys, nil

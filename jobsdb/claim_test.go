@@ -138,6 +138,32 @@ func TestClaim(t *testing.T) {
 		}
 	})
 
+	t.Run("a locked urgent job keeps less urgent ones from being claimed before it", func(t *testing.T) {
+		t.Parallel()
+		f := setupSimple(t, 3, Options{})
+		f.refresh(t, RefreshOptions{})
+		f.exec(t, "UPDATE {jobs} SET `priority` = 1 WHERE `id` < 3")
+		// A refresh's INSERT … SELECT reads the jobs table with shared locks for a moment:
+		// as here, where job 1 is held by another transaction.
+		tx, err := f.sql.BeginTx(f.ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback()
+		if _, err := tx.ExecContext(f.ctx, f.expand("SELECT * FROM {jobs} WHERE `id` = 1 LOCK IN SHARE MODE")); err != nil {
+			t.Fatal(err)
+		}
+		leases, err := f.jobs.Claim(f.ctx, 3, nil)
+		if err != nil || len(leases) != 1 || leases[0].Key[0] != int64(2) {
+			t.Fatalf("claimed %+v, %v; want job 2 only: job 3 (priority 5) must wait for job 1 (priority 1)", leases, err)
+		}
+		tx.Rollback()
+		leases, err = f.jobs.Claim(f.ctx, 3, nil)
+		if err != nil || len(leases) != 2 || leases[0].Key[0] != int64(1) || leases[1].Key[0] != int64(3) {
+			t.Fatalf("claimed %+v, %v; want jobs 1 then 3", leases, err)
+		}
+	})
+
 	t.Run("a claimed job's guarded reservation refuses a message's reserve", func(t *testing.T) {
 		t.Parallel()
 		f := setupSimple(t, 1, Options{})
