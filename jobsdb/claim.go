@@ -42,6 +42,10 @@ func (j *Jobs) Claim(ctx context.Context, n int, maxPriority *int) ([]Lease, err
 		leases, err = j.claim(ctx, n, maxPriority)
 		return err
 	})
+	if mysqlErrorNumber(err) == errParse {
+		// The one statement of jobsdb's that older servers do not parse.
+		err = fmt.Errorf("%w; claims need SELECT … FOR UPDATE SKIP LOCKED: MariaDB 10.6 or MySQL 8.0 and later (or dispatch nats)", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("jobsdb: claim %s: %w", j.t.FullName(), j.noJobsTable(err))
 	}

@@ -156,7 +156,15 @@ func TestMySQLDispatchFindsNewJobsWhileIdle(t *testing.T) {
 		}
 	}()
 	waitUntil(t, "the first five jobs", func() bool { return c.total() == 5 })
-	time.Sleep(3 * time.Second) // idle: the wait grows to its maximum
+	// Idle for 3 s, running nothing again meanwhile: the wait between claims grows to its
+	// maximum.
+	idle := time.Now()
+	waitUntil(t, "3 s of idleness", func() bool {
+		if n := c.total(); n != 5 {
+			t.Fatalf("%d calls while no job was due", n)
+		}
+		return time.Since(idle) >= 3*time.Second
+	})
 	b.db.Exec(t, "INSERT INTO subject VALUES (6)")
 	if res, err := b.jobs.Refresh(context.Background(), jobsdb.RefreshOptions{Priority: 5, Delay: -time.Second}); err != nil || res.Added != 1 {
 		t.Fatalf("refresh: %+v, %v", res, err)
