@@ -49,6 +49,7 @@ const (
 	DefaultDispatchWindow  = queue.WindowDefault
 	DefaultRecordBatch     = worker.RecordBatchDefault
 	DefaultRecordDelay     = worker.RecordDelayDefault
+	DefaultDispatch        = string(worker.DispatchAuto)
 )
 
 // maxRecordBatch bounds jobs.record_batch: a transaction of more outcomes holds more locks
@@ -73,6 +74,12 @@ var ErrInvalid = errors.New("invalid configuration")
 
 // Config is the whole configuration of the jetjobs programs.
 type Config struct {
+	// Dispatch is how workers learn which jobs are due: "nats" (messages from JetStream),
+	// "mysql" (claimed from the jobs tables; no NATS at all) or "auto" (NATS while it is
+	// reachable, MySQL while it is not). The scheduler and the workers read it. Default
+	// DefaultDispatch.
+	Dispatch string `json:"dispatch"`
+
 	MySQL  MySQL   `json:"mysql"`
 	NATS   NATS    `json:"nats"`
 	Jobs   Jobs    `json:"jobs"`
@@ -219,7 +226,8 @@ func (s Seconds) MarshalJSON() ([]byte, error) {
 // Default returns the configuration with every default filled in.
 func Default() Config {
 	return Config{
-		MySQL: MySQL{DSN: DefaultMySQLDSN, MaxOpenConns: DefaultMaxOpenConns},
+		Dispatch: DefaultDispatch,
+		MySQL:    MySQL{DSN: DefaultMySQLDSN, MaxOpenConns: DefaultMaxOpenConns},
 		NATS: NATS{
 			URL:            DefaultNATSURL,
 			SubjectPrefix:  DefaultSubjectPrefix,
@@ -405,6 +413,9 @@ func (c *Config) Validate() error {
 	if c.MySQL.DSN == "" {
 		bad("mysql.dsn is empty: give a go-sql-driver DSN such as %q", DefaultMySQLDSN)
 	}
+	if !worker.Dispatch(c.Dispatch).Valid() {
+		bad("dispatch %q must be \"nats\", \"mysql\" or \"auto\"", c.Dispatch)
+	}
 	if c.NATS.SubjectPrefix == "" || strings.ContainsAny(c.NATS.SubjectPrefix, " \t*>") {
 		bad("nats.subject_prefix %q must be non-empty without spaces, '*' or '>'", c.NATS.SubjectPrefix)
 	}
@@ -495,9 +506,10 @@ func (c *Config) TableNames() []string {
 
 // Flags are the command-line flags every program shares.
 type Flags struct {
-	path  string
-	mysql string
-	nats  string
+	path     string
+	mysql    string
+	nats     string
+	dispatch string // AddDispatchFlag
 
 	natsGiven bool // by the last Load
 }
@@ -509,6 +521,12 @@ func AddFlags(fs *pflag.FlagSet) *Flags {
 	fs.StringVar(&f.mysql, "mysql", "", "MySQL DSN in go-sql-driver form, e.g. "+DefaultMySQLDSN+" (env "+EnvMySQLDSN+"; default "+DefaultMySQLDSN+")")
 	fs.StringVar(&f.nats, "nats", "", "NATS server URL (env "+EnvNATSURL+"; default "+DefaultNATSURL+")")
 	return f
+}
+
+// AddDispatchFlag registers --dispatch on fs, for the programs that read it (the scheduler
+// and the worker).
+func (f *Flags) AddDispatchFlag(fs *pflag.FlagSet) {
+	fs.StringVar(&f.dispatch, "dispatch", "", "how workers learn which jobs are due: nats (messages from JetStream), mysql (claimed from the jobs table, no NATS at all) or auto (NATS while it is reachable, MySQL while it is not); config key dispatch, default "+DefaultDispatch)
 }
 
 // NATSURLGiven reports whether the last Load found a NATS URL in the flags, the environment
@@ -548,6 +566,9 @@ func (f *Flags) Load(getenv func(string) string, tables []string) (Config, error
 	}
 	if f.nats != "" {
 		cfg.NATS.URL = f.nats
+	}
+	if f.dispatch != "" {
+		cfg.Dispatch = f.dispatch
 	}
 	f.natsGiven = cfg.NATS.URL != ""
 	if !f.natsGiven {

@@ -25,6 +25,34 @@ func TestParseDefaults(t *testing.T) {
 	if cfg.MySQL.DSN != DefaultMySQLDSN || cfg.NATS.URL != DefaultNATSURL {
 		t.Errorf("connection defaults not applied: %+v %+v", cfg.MySQL, cfg.NATS)
 	}
+	if cfg.Dispatch != "auto" {
+		t.Errorf("dispatch defaults to %q, want auto", cfg.Dispatch)
+	}
+}
+
+func TestDispatchFromFileAndFlag(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "jetjobs.json")
+	if err := os.WriteFile(path, []byte(`{"dispatch": "nats"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "nats"},
+		{[]string{"--dispatch", "mysql"}, "mysql"},
+	} {
+		fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+		f := AddFlags(fs)
+		f.AddDispatchFlag(fs)
+		if err := fs.Parse(append([]string{"--config", path}, c.args...)); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := f.Load(func(string) string { return "" }, nil)
+		if err != nil || cfg.Dispatch != c.want {
+			t.Errorf("%v: dispatch %q, %v; want %q", c.args, cfg.Dispatch, err, c.want)
+		}
+	}
 }
 
 func TestParseFullFile(t *testing.T) {
@@ -71,6 +99,7 @@ func TestParseErrorsNameTheKey(t *testing.T) {
 		{"datajoint class with shell syntax", `{"tables": [{"table": "a.b", "datajoint": "lab.A; rm -rf ~"}]}`, "tables[0].datajoint"},
 		{"zero attempts", `{"jobs": {"max_attempts": 0}}`, "jobs.max_attempts"},
 		{"empty dsn", `{"mysql": {"dsn": ""}}`, "mysql.dsn"},
+		{"unknown dispatch", `{"dispatch": "redis"}`, "dispatch"},
 		{"trailing data", `{} {}`, "after the JSON object"},
 		{"not JSON", `jobs: {}`, "invalid character"},
 	}

@@ -74,6 +74,10 @@ func TestWritesAdoptDataJointTable(t *testing.T) {
 			leases, err := jobs.Reserve(ctx, []Key{{int64(0), int64(0)}})
 			return int64(len(leases)), err
 		}, 1},
+		{"claim", func(ctx context.Context, jobs *Jobs) (int64, error) {
+			leases, err := jobs.Claim(ctx, 10, nil)
+			return int64(len(leases)), err
+		}, 1},
 		{"recover expired", func(ctx context.Context, jobs *Jobs) (int64, error) {
 			return jobs.RecoverExpired(ctx, 0)
 		}, 0},

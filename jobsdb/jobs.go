@@ -83,6 +83,8 @@ type Jobs struct {
 
 	stmt     *statements // the SQL of this jobs table, built once
 	declared atomic.Bool
+	// claimIsolation is the isolation level of Claim's transactions.
+	claimIsolation claimIsolation
 }
 
 // New returns the handle for t's jobs table; it does not touch the database.

@@ -95,17 +95,18 @@ func (j *Jobs) reserveChunk(ctx context.Context, keys []Key) ([]Lease, error) {
 		ctx, cancel := j.bounded(ctx)
 		defer cancel()
 		var err error
-		leases, err = j.readLeases(ctx, keys, token)
+		leases, err = j.readLeases(ctx, j.db, keys, token)
 		return err
 	})
 	return leases, err
 }
 
-// readLeases reads back the rows of keys reserved with token, in the order of keys.
-func (j *Jobs) readLeases(ctx context.Context, keys []Key, token string) ([]Lease, error) {
+// readLeases reads back, through q (the pool or a transaction), the rows of keys reserved
+// with token, in the order of keys.
+func (j *Jobs) readLeases(ctx context.Context, q queryer, keys []Key, token string) ([]Lease, error) {
 	codecs, _ := j.t.keyCodecs()
 	args := append(keyArgs(keys), token)
-	rows, err := j.db.QueryContext(ctx, j.stmt.readLeases.sql(len(keys)), args...)
+	rows, err := q.QueryContext(ctx, j.stmt.readLeases.sql(len(keys)), args...)
 	if err != nil {
 		return nil, err
 	}

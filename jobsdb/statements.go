@@ -153,6 +153,8 @@ type statements struct {
 
 	// Scheduler and jobsctl.
 	recoverExpired string // reserved → pending (orphan)
+	claim          string // the due pending jobs of one priority, locked, skipping locked rows (Claim)
+	dueOf          string // how many due pending jobs one priority has, up to a limit, without locking
 	markDispatched byKeys
 	nextPriority   string // the next priority (after the argument) that has pending jobs
 	nextDueOf      string // the earliest not-yet-due scheduled_time of one priority
@@ -283,6 +285,12 @@ func newStatements(t *Target) *statements {
 	// Both read one entry of the (status, priority, scheduled_time) index: MariaDB has no skip
 	// scan, so a MIN over every priority at once would read every pending row.
 	s.nextPriority = "SELECT MIN(`priority`) FROM " + s.table + " WHERE `status` = 'pending' AND `priority` > ?"
+	// Claim: one priority at a time, a range of the same index (see DueForDispatch).
+	s.claim = "SELECT " + keys + " FROM " + s.table +
+		" WHERE `status` = 'pending' AND `priority` = ? AND `scheduled_time` <= NOW(3)" +
+		" ORDER BY `scheduled_time`, " + keys + " LIMIT ? FOR UPDATE SKIP LOCKED"
+	s.dueOf = "SELECT COUNT(*) FROM (SELECT 1 FROM " + s.table +
+		" WHERE `status` = 'pending' AND `priority` = ? AND `scheduled_time` <= NOW(3) LIMIT ?) AS `due`"
 	s.nextDueOf = "SELECT MIN(`scheduled_time`) FROM " + s.table +
 		" WHERE `status` = 'pending' AND `priority` = ? AND `scheduled_time` > NOW(3)"
 	s.ignore = "INSERT INTO " + s.table + " (" + keys + ", `status`, `priority`) VALUES (" +

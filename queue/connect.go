@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,11 @@ type ConnectOptions struct {
 	TLSCert     string // PEM client certificate, optional (with TLSKey)
 	TLSKey      string // PEM key of TLSCert
 	Name        string // connection name shown by the server, e.g. "jetjobs-worker"
+	// Background: when the first attempt finds no server (nothing answers, a timeout), return
+	// at once a connection that keeps trying in the background, its status RECONNECTING until
+	// a server answers, instead of waiting for one. For programs that can work without NATS
+	// meanwhile (dispatch=auto). Refusals retrying cannot fix are errors all the same.
+	Background bool
 	// Logger receives a line for each failed first-connection attempt, each disconnect and
 	// each reconnect. Nil: nothing is logged.
 	Logger *slog.Logger
@@ -58,6 +64,12 @@ func Connect(ctx context.Context, opts ConnectOptions) (*nats.Conn, error) {
 		if err == nil {
 			return nc, nil
 		}
+		if opts.Background && ctx.Err() == nil && retryableConnectError(err) {
+			if opts.Logger != nil {
+				opts.Logger.Warn("cannot reach NATS; connecting in the background", "url", url, "err", err)
+			}
+			return connectOnce(ctx, url, append(natsOpts, nats.RetryOnFailedConnect(true)))
+		}
 		wait := bo.NextBackOff()
 		if ctx.Err() == nil {
 			if !retryableConnectError(err) {
@@ -80,6 +92,28 @@ func Connect(ctx context.Context, opts ConnectOptions) (*nats.Conn, error) {
 		case <-timer.C:
 		}
 	}
+}
+
+// Ping asks the JetStream API of nc's server for its account information: an error says that
+// JetStream does not answer (no connection, JetStream disabled or without a leader).
+func Ping(ctx context.Context, nc *nats.Conn) error {
+	msg, err := nc.RequestWithContext(ctx, "$JS.API.INFO", nil)
+	if err != nil {
+		return fmt.Errorf("queue: ping JetStream: %w", err)
+	}
+	var reply struct {
+		Error *struct {
+			Code        int    `json:"code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &reply); err != nil {
+		return fmt.Errorf("queue: ping JetStream: %w", err)
+	}
+	if reply.Error != nil {
+		return fmt.Errorf("queue: ping JetStream: %s (%d)", reply.Error.Description, reply.Error.Code)
+	}
+	return nil
 }
 
 // natsOptions turns the options into nats.go options, checking the files exist so that a typo

@@ -31,7 +31,13 @@ const (
 	MetricPending         = "jetjobs.queue.pending"    // gauge: jobs pending (ObserveQueue)
 	MetricReservedNow     = "jetjobs.queue.reserved"   // gauge: jobs reserved now (ObserveQueue)
 	MetricStreamDepth     = "jetjobs.stream.depth"     // gauge: messages waiting per priority (ObserveStream)
+	// MetricDispatchMode is a gauge of the worker: 1 for the way it takes jobs now, 0 for the
+	// other, by the attribute jetjobs.dispatch ("nats" or "mysql") (ObserveDispatchMode).
+	MetricDispatchMode = "jetjobs.worker.dispatch_mode"
 )
+
+// DispatchModes are the values of the jetjobs.dispatch attribute of MetricDispatchMode.
+var DispatchModes = []string{"nats", "mysql"}
 
 // Histogram bucket boundaries, in seconds.
 var (
@@ -54,7 +60,7 @@ type Metrics struct {
 	published, reserved, completed, failed, retried, released, recovered metric.Int64Counter
 	refreshAdded, refreshRemoved                                         metric.Int64Counter
 	jobDuration, dispatchLag, refreshDuration                            metric.Float64Histogram
-	pending, reservedNow, streamDepth                                    metric.Int64ObservableGauge
+	pending, reservedNow, streamDepth, dispatchMode                      metric.Int64ObservableGauge
 }
 
 func newMetrics(meter metric.Meter, tables *tableCache) (*Metrics, error) {
@@ -91,6 +97,7 @@ func newMetrics(meter metric.Meter, tables *tableCache) (*Metrics, error) {
 	m.pending = gauge(MetricPending, "Jobs pending in the jobs table (due or not).", "{job}")
 	m.reservedNow = gauge(MetricReservedNow, "Jobs reserved in the jobs table.", "{job}")
 	m.streamDepth = gauge(MetricStreamDepth, "Messages waiting in JetStream, per priority.", "{message}")
+	m.dispatchMode = gauge(MetricDispatchMode, "How the worker takes jobs now: 1 for its mode (nats: messages from JetStream; mysql: claimed from the jobs table), 0 for the other.", "")
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("tracing: creating instruments: %w", err)
 	}
@@ -221,6 +228,30 @@ func (m *Metrics) ObserveStream(f func(context.Context) []StreamSample) (metric.
 	}, m.streamDepth)
 	if err != nil {
 		return nil, fmt.Errorf("tracing: registering the stream gauge: %w", err)
+	}
+	return reg, nil
+}
+
+// ObserveDispatchMode registers f to report the worker's dispatch mode gauge: 1 with
+// jetjobs.dispatch=f(), 0 with each other mode of DispatchModes. On the same terms as
+// ObserveQueue.
+func (m *Metrics) ObserveDispatchMode(f func() string) (metric.Registration, error) {
+	if m == nil {
+		return noopRegistration{}, nil
+	}
+	reg, err := m.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		now := f()
+		for _, mode := range DispatchModes {
+			var v int64
+			if mode == now {
+				v = 1
+			}
+			o.ObserveInt64(m.dispatchMode, v, metric.WithAttributes(DispatchKey.String(mode)))
+		}
+		return nil
+	}, m.dispatchMode)
+	if err != nil {
+		return nil, fmt.Errorf("tracing: registering the dispatch mode gauge: %w", err)
 	}
 	return reg, nil
 }

@@ -11,13 +11,14 @@ import (
 	"github.com/jetjobs/jetjobs/jobsdb"
 )
 
-// jetjobs attribute keys, on spans (all four) and metrics (TableKey, and PriorityKey on the
-// stream depth).
+// jetjobs attribute keys, on spans (the first four) and metrics (TableKey, PriorityKey on the
+// stream depth, DispatchKey on the worker's dispatch mode).
 const (
 	TableKey    = attribute.Key("jetjobs.table")    // target table, "schema.table"
 	KeyKey      = attribute.Key("jetjobs.key")      // the job's key as canonical JSON
 	AttemptKey  = attribute.Key("jetjobs.attempt")  // reservations made so far, 1 for the first
 	PriorityKey = attribute.Key("jetjobs.priority") // the job's priority, lower is more urgent
+	DispatchKey = attribute.Key("jetjobs.dispatch") // how a worker takes jobs: "nats" or "mysql"
 )
 
 // MessagingSystemNATS is messaging.system for NATS (not among semconv's well-known values).

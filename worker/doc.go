@@ -13,9 +13,13 @@
 //
 // # How a job goes
 //
-// A fetch loop per table pulls as many messages as there are free slots (Concurrency), most
-// urgent priority first, and reserves all their jobs in one statement; each reservation gets
-// a lease. While a job runs, the keeper renews the leases of all running jobs in one
+// A fetch loop per table takes as many jobs as there are free slots (Concurrency), most urgent
+// priority first, from the source of the dispatch mode (Options.Dispatch): it pulls messages
+// from JetStream and reserves all their jobs in one statement, or it claims due jobs from the
+// jobs table in one transaction (jobsdb's Claim). Each reservation gets a lease. With
+// DispatchAuto the worker switches between the two as NATS goes and comes (NATSOutage); a
+// message for a job claimed from MySQL is refused by the guarded reservation, so no job runs
+// twice. While a job runs, the keeper renews the leases of all running jobs in one
 // statement every third of a lease (and keeps their messages from being redelivered). When
 // the handler returns, the completer records outcomes in batches, each fenced by its lease
 // token, then settles the messages: acked for a job that is done or waits for a retry,

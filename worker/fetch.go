@@ -22,31 +22,22 @@ const (
 	idleCheckTimeout = 10 * time.Second
 )
 
-// fetchLoop takes messages for t while there are free slots, in strict priority order.
+// fetchLoop takes jobs for t while there are free slots, in strict priority order, from the
+// source of the current dispatch mode, and hands them to the runners.
 func (w *Worker) fetchLoop(ctx context.Context, t *table) {
-	fetcher := t.queue.NewFetcher(w.opts.MaxPriority)
-	defer fetcher.Stop()
+	defer t.stopSources()
 	for ctx.Err() == nil {
 		n := w.takeSlots(ctx)
 		if n == 0 {
 			continue
 		}
-		fctx, cancel := context.WithTimeout(ctx, idleFetch)
-		msgs, err := fetcher.Fetch(fctx, n)
-		cancel()
-		if len(msgs) < n {
-			w.releaseSlots(n - len(msgs))
+		jobs := w.source(t).take(ctx, n)
+		if len(jobs) < n {
+			w.releaseSlots(n - len(jobs))
 		}
-		if len(msgs) > 0 {
-			// Tell the scheduler: it refills the stream as the fleet drains it.
-			t.queue.ReportDemand(queue.Demand{Worker: w.id, Taken: len(msgs), Slots: w.opts.Concurrency})
-		}
-		if err != nil && len(msgs) == 0 {
+		if len(jobs) == 0 {
 			if ctx.Err() != nil {
 				return
-			}
-			if !errors.Is(err, context.DeadlineExceeded) {
-				w.log.Warn("fetching messages failed", "table", t.name, "err", err)
 			}
 			if w.idleDone(ctx, t) {
 				w.stopTaking()
@@ -54,8 +45,68 @@ func (w *Worker) fetchLoop(ctx context.Context, t *table) {
 			}
 			continue
 		}
-		w.reserve(ctx, t, msgs)
+		w.addInflight(len(jobs))
+		for _, j := range jobs {
+			w.running.Add(1)
+			w.runs <- j // a runner is free: the job holds one of the slots
+		}
 	}
+}
+
+// source returns the source t takes jobs from in the current dispatch mode.
+func (w *Worker) source(t *table) source {
+	if mode, _ := w.modes.now(); mode == DispatchMySQL {
+		if t.claimer == nil {
+			t.claimer = newClaimer(w, t)
+		}
+		return t.claimer
+	}
+	if t.nats == nil {
+		t.nats = &natsSource{w: w, t: t, q: t.queue.Load()}
+		t.nats.fetcher = t.nats.q.NewFetcher(w.opts.MaxPriority)
+	}
+	return t.nats
+}
+
+// stopSources releases what t's sources hold (the fetcher's wake-up subscription).
+func (t *table) stopSources() {
+	if t.nats != nil {
+		t.nats.fetcher.Stop()
+	}
+}
+
+func (w *Worker) addInflight(n int) {
+	w.mu.Lock()
+	w.inflight += n
+	w.mu.Unlock()
+}
+
+// natsSource is the source of DispatchNATS: it fetches as many messages as there are free
+// slots, most urgent priority first, and reserves their jobs in one statement.
+type natsSource struct {
+	w       *Worker
+	t       *table
+	q       *queue.Table
+	fetcher *queue.Fetcher
+}
+
+func (s *natsSource) take(ctx context.Context, n int) []*job {
+	w, t := s.w, s.t
+	fctx, cancel := context.WithTimeout(ctx, idleFetch)
+	msgs, err := s.fetcher.Fetch(fctx, n)
+	cancel()
+	if len(msgs) > 0 {
+		// Tell the scheduler: it refills the stream as the fleet drains it.
+		s.q.ReportDemand(queue.Demand{Worker: w.id, Taken: len(msgs), Slots: w.opts.Concurrency})
+	}
+	if err != nil && len(msgs) == 0 {
+		if ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
+			w.log.Warn("fetching messages failed", "table", t.name, "err", err)
+			w.modes.fetchFailing()
+		}
+		return nil
+	}
+	return w.reserve(ctx, t, msgs)
 }
 
 // takeSlots blocks for one free slot, then takes every other free slot, within MaxCalls.
@@ -122,9 +173,10 @@ func (w *Worker) idleDone(ctx context.Context, t *table) bool {
 	return len(due) == 0
 }
 
-// reserve reserves the fetched messages' jobs in one statement and runs the ones won. Each
-// message's key is parsed once, here, and travels with its job from then on.
-func (w *Worker) reserve(ctx context.Context, t *table, msgs []queue.Msg) {
+// reserve reserves the fetched messages' jobs in one statement and returns the ones won, each
+// holding one of the slots taken for the messages (the others' slots are the caller's to
+// release). Each message's key is parsed once, here, and travels with its job from then on.
+func (w *Worker) reserve(ctx context.Context, t *table, msgs []queue.Msg) []*job {
 	target := t.jobs.Target()
 	jobs := make([]*job, 0, len(msgs))
 	keys := make([]jobsdb.Key, 0, len(msgs))
@@ -141,14 +193,12 @@ func (w *Worker) reserve(ctx context.Context, t *table, msgs []queue.Msg) {
 			// A malformed message can never succeed: drop it for good, change nothing.
 			w.log.Error("rejecting a malformed message", "table", t.name, "payload", truncate(string(m.Key()), 200), "err", err)
 			m.Term()
-			w.releaseSlots(1)
 			continue
 		}
 		keyJSON, err := target.KeyJSON(key)
 		if err != nil || seen[string(keyJSON)] {
 			// The same key twice in one fetch (a priority change left two messages): one is enough.
 			spent = append(spent, m)
-			w.releaseSlots(1)
 			continue
 		}
 		seen[string(keyJSON)] = true
@@ -156,7 +206,7 @@ func (w *Worker) reserve(ctx context.Context, t *table, msgs []queue.Msg) {
 		keys = append(keys, key)
 	}
 	if len(jobs) == 0 {
-		return
+		return nil
 	}
 	tel := w.opts.Telemetry
 	if tel.Enabled() {
@@ -181,18 +231,16 @@ func (w *Worker) reserve(ctx context.Context, t *table, msgs []queue.Msg) {
 			j.endSpans(err)
 			j.msg.NakWithDelay(messageRetryDelay)
 		}
-		w.releaseSlots(len(jobs))
-		return
+		return nil
 	}
 	metrics := tel.Metrics()
 	metrics.Reserved(ctx, t.name, len(leases))
-	w.mu.Lock()
-	w.inflight += len(leases)
-	w.mu.Unlock()
 	won := make([]bool, len(jobs))
+	runs := make([]*job, 0, len(leases))
 	for _, l := range leases {
 		if l.Index < 0 {
 			// Won under a spelling of its key that no message of this fetch had: hand it back.
+			w.addInflight(1)
 			w.releaseUnmatched(t, l)
 			continue
 		}
@@ -205,17 +253,17 @@ func (w *Worker) reserve(ctx context.Context, t *table, msgs []queue.Msg) {
 			tracing.End(j.reserveSpan, nil)
 			j.reserveSpan = nil
 		}
-		w.running.Add(1)
-		w.runs <- j // a runner is free: the job holds one of the slots
+		runs = append(runs, j)
 	}
 	for i, j := range jobs {
 		if !won[i] {
-			// Not pending or not due any more: MySQL decided; the message is spent.
+			// Not pending or not due any more (a job claimed from MySQL, say): MySQL decided;
+			// the message is spent.
 			j.endSpans(nil)
 			spent = append(spent, j.msg)
-			w.releaseSlots(1)
 		}
 	}
+	return runs
 }
 
 // releaseUnmatched gives back a lease won for a key no message of the fetch carried.

@@ -33,6 +33,42 @@ const (
 	StopTimeoutDefault = 30 * time.Second
 )
 
+// Dispatch is how a worker learns which jobs are due (Options.Dispatch).
+type Dispatch string
+
+// The ways of dispatch.
+const (
+	// DispatchAuto takes messages from JetStream while NATS is reachable, and claims due jobs
+	// from the jobs table while it is not: from the start when NATS is unreachable then, and
+	// once it has been unreachable for NATSOutage mid-run; back to JetStream when NATS answers
+	// again. Running jobs keep their leases across a switch.
+	DispatchAuto Dispatch = "auto"
+	// DispatchNATS takes messages from JetStream only: while NATS is unreachable, no new job
+	// starts.
+	DispatchNATS Dispatch = "nats"
+	// DispatchMySQL claims due jobs from the jobs table in batches (jobsdb's Claim), with no
+	// NATS at all: a deployment of nothing but a database.
+	DispatchMySQL Dispatch = "mysql"
+)
+
+// Dispatches lists the ways of dispatch, for flags and configuration.
+var Dispatches = []Dispatch{DispatchNATS, DispatchMySQL, DispatchAuto}
+
+// Valid reports whether d is one of Dispatches.
+func (d Dispatch) Valid() bool {
+	for _, v := range Dispatches {
+		if d == v {
+			return true
+		}
+	}
+	return false
+}
+
+// NATSOutage is how long NATS may be unreachable (disconnected, or its JetStream not
+// answering while fetches fail) before a worker with DispatchAuto claims jobs from MySQL.
+// Shorter would switch on a NATS server's restart, which its reconnect rides out.
+const NATSOutage = 3 * time.Second
+
 // Sentinel errors, tested with errors.Is.
 var (
 	// ErrInvalidOptions: Options lack a required field or hold a value out of range.
@@ -62,13 +98,17 @@ type Table struct {
 	KeySource string
 }
 
-// Options configure a worker. DB, NATS, Tables and Handler are required; the zero value of
-// every other field means its default.
+// Options configure a worker. DB, Tables and Handler are required, and NATS unless Dispatch
+// is DispatchMySQL; the zero value of every other field means its default.
 type Options struct {
 	// DB is the MySQL pool (jobsdb.Open).
 	DB *sql.DB
-	// NATS is the connection to the NATS server with JetStream (queue.Connect).
+	// NATS is the connection to the NATS server with JetStream (queue.Connect). With
+	// DispatchAuto it may be a connection still trying to reach its server
+	// (queue.ConnectOptions.Background): the worker claims from MySQL meanwhile.
 	NATS *nats.Conn
+	// Dispatch is how the worker learns which jobs are due. Default DispatchAuto.
+	Dispatch Dispatch
 	// Tables are the target tables served.
 	Tables []Table
 	// Handler computes each job.
@@ -129,8 +169,10 @@ func (o Options) withDefaults() (Options, error) {
 	switch {
 	case o.DB == nil:
 		return o, fmt.Errorf("%w: DB is required", ErrInvalidOptions)
-	case o.NATS == nil:
-		return o, fmt.Errorf("%w: NATS is required", ErrInvalidOptions)
+	case o.Dispatch != "" && !o.Dispatch.Valid():
+		return o, fmt.Errorf("%w: Dispatch %q: want one of %v", ErrInvalidOptions, o.Dispatch, Dispatches)
+	case o.NATS == nil && o.Dispatch != DispatchMySQL:
+		return o, fmt.Errorf("%w: NATS is required unless Dispatch is %s", ErrInvalidOptions, DispatchMySQL)
 	case o.Handler == nil:
 		return o, fmt.Errorf("%w: Handler is required", ErrInvalidOptions)
 	case len(o.Tables) == 0:
@@ -142,6 +184,9 @@ func (o Options) withDefaults() (Options, error) {
 		if t.Name == "" {
 			return o, fmt.Errorf("%w: a table without a name", ErrInvalidOptions)
 		}
+	}
+	if o.Dispatch == "" {
+		o.Dispatch = DispatchAuto
 	}
 	if o.Concurrency == 0 {
 		o.Concurrency = ConcurrencyDefault

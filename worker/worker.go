@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -21,10 +22,14 @@ import (
 const (
 	openRetryInitial = 100 * time.Millisecond
 	openRetryMax     = 5 * time.Second
+	// openQueueTimeout bounds the attempt to open a table's stream at start with DispatchAuto:
+	// a NATS server that does not answer by then is no reason to wait.
+	openQueueTimeout = 5 * time.Second
 )
 
-// Worker takes jobs from JetStream, reserves them in MySQL, runs the handler and records the
-// outcome. Create it with New; Run it, or Start and Stop it.
+// Worker takes jobs from JetStream and reserves them in MySQL, or claims them from MySQL alone
+// (Options.Dispatch), runs the handler and records the outcome. Create it with New; Run it, or
+// Start and Stop it.
 type Worker struct {
 	opts Options
 	log  *slog.Logger
@@ -35,6 +40,7 @@ type Worker struct {
 	progress chan struct{}
 
 	// Set by Start.
+	modes      *modes // the dispatch mode now
 	tables     []*table
 	stopTaking context.CancelFunc // ends the fetch loops
 	// jobsCtx is the parent of every job's context; abort cancels it (the grace period
@@ -57,11 +63,17 @@ type Worker struct {
 // table is the worker's view of one target table: its jobs handle, its stream, and the
 // services that keep its running jobs' leases and record their outcomes.
 type table struct {
-	name      string
-	jobs      *jobsdb.Jobs
-	queue     *queue.Table
+	name string
+	jobs *jobsdb.Jobs
+	// queue is the table's stream: set once opened; never with DispatchMySQL, and with
+	// DispatchAuto only once NATS was reached.
+	queue     atomic.Pointer[queue.Table]
 	keeper    *keeper
 	completer *completer
+
+	// The sources of the fetch loop, made by it when it first needs them.
+	nats    *natsSource
+	claimer *claimer
 }
 
 // New checks the options and returns a worker; it does not touch MySQL or NATS until Start.
@@ -130,6 +142,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		}
 		w.tables = append(w.tables, tbl)
 	}
+	w.modes = newModes(w.initialMode(), w.opts.NATS, w.log)
 
 	takeCtx, stopTaking := context.WithCancel(context.Background())
 	w.stopTaking = stopTaking
@@ -146,22 +159,73 @@ func (w *Worker) Start(ctx context.Context) error {
 			}
 		})
 	}
-	var loops sync.WaitGroup
+	var loops, watch sync.WaitGroup
+	if w.opts.Dispatch == DispatchAuto {
+		watch.Go(func() { w.modes.watch(takeCtx, w.reopenQueues) })
+	}
+	unobserve := w.observeMode()
 	for _, t := range w.tables {
 		loops.Go(func() { w.fetchLoop(takeCtx, t) })
 	}
 	go func() {
 		loops.Wait()
 		stopTaking()
+		watch.Wait()
 		close(w.runs) // no reservation is left to hand over
 		runners.Wait()
 		w.running.Wait()
 		close(w.jobsDone)
 		w.stopServices()
+		unobserve()
 		w.abort()
 		close(w.done)
 	}()
 	return nil
+}
+
+// initialMode is the dispatch mode at start: DispatchAuto starts with NATS when the connection
+// is up and every table's stream opened, and with MySQL otherwise.
+func (w *Worker) initialMode() Dispatch {
+	switch w.opts.Dispatch {
+	case DispatchNATS, DispatchMySQL:
+		w.log.Info("taking jobs", "dispatch", w.opts.Dispatch)
+		return w.opts.Dispatch
+	}
+	for _, t := range w.tables {
+		if t.queue.Load() == nil {
+			w.log.Warn("NATS unreachable at start; claiming jobs from MySQL until it answers", "dispatch", DispatchAuto,
+				"nats", w.opts.NATS.Status().String())
+			return DispatchMySQL
+		}
+	}
+	w.log.Info("taking jobs from JetStream; from MySQL while NATS is unreachable", "dispatch", DispatchAuto)
+	return DispatchNATS
+}
+
+// reopenQueues opens the streams of the tables that have none yet, and asks JetStream whether
+// it answers: whether the worker can take jobs from JetStream again (DispatchAuto).
+func (w *Worker) reopenQueues(ctx context.Context) error {
+	for _, t := range w.tables {
+		if t.queue.Load() != nil {
+			continue
+		}
+		q, err := w.openQueue(ctx, t.jobs.Target())
+		if err != nil {
+			return fmt.Errorf("table %s: %w", t.name, err)
+		}
+		t.queue.Store(q)
+	}
+	return queue.Ping(ctx, w.opts.NATS)
+}
+
+// observeMode reports the dispatch mode on the metrics; the function returned stops that.
+func (w *Worker) observeMode() (unobserve func()) {
+	reg, err := w.opts.Telemetry.Metrics().ObserveDispatchMode(w.modes.mode)
+	if err != nil {
+		w.log.Warn("cannot report the dispatch mode on the metrics", "err", err)
+		return func() {}
+	}
+	return func() { _ = reg.Unregister() }
 }
 
 // Stop stops taking jobs and lets the running ones finish until ctx ends; then they are
@@ -225,6 +289,13 @@ func (w *Worker) openTableRetrying(ctx context.Context, t Table) (*table, error)
 	}))
 }
 
+// openQueue opens the stream of target.
+func (w *Worker) openQueue(ctx context.Context, target *jobsdb.Target) (*queue.Table, error) {
+	qcfg := w.opts.Queue
+	qcfg.Storage = "" // the scheduler decides the stream's storage
+	return queue.Open(ctx, w.opts.NATS, target.Schema, target.Name, qcfg)
+}
+
 // permanent reports errors of opening a table that retrying cannot fix.
 func permanent(err error) bool {
 	switch {
@@ -242,7 +313,9 @@ func permanent(err error) bool {
 }
 
 // openTable inspects a target, declares (or adopts) its jobs table, opens its stream and
-// starts its keeper and completer.
+// starts its keeper and completer. With DispatchMySQL it opens no stream; with DispatchAuto it
+// opens the stream when NATS answers within openQueueTimeout, and leaves it for later
+// otherwise (but a NATS server that can never serve the table is an error all the same).
 func (w *Worker) openTable(ctx context.Context, t Table) (*table, error) {
 	target, err := jobsdb.Inspect(ctx, w.opts.DB, t.Name, t.KeySource)
 	if err != nil {
@@ -252,20 +325,39 @@ func (w *Worker) openTable(ctx context.Context, t Table) (*table, error) {
 	if err := jobs.Declare(ctx); err != nil {
 		return nil, fmt.Errorf("declare its jobs table: %w", err)
 	}
-	qcfg := w.opts.Queue
-	qcfg.Storage = "" // the scheduler decides the stream's storage
-	q, err := queue.Open(ctx, w.opts.NATS, target.Schema, target.Name, qcfg)
-	if err != nil {
-		return nil, fmt.Errorf("open its stream: %w", err)
+	var q *queue.Table
+	switch w.opts.Dispatch {
+	case DispatchNATS:
+		if q, err = w.openQueue(ctx, target); err != nil {
+			return nil, fmt.Errorf("open its stream: %w", err)
+		}
+	case DispatchAuto:
+		if w.opts.NATS.IsConnected() {
+			qctx, cancel := context.WithTimeout(ctx, openQueueTimeout)
+			q, err = w.openQueue(qctx, target)
+			cancel()
+			if errors.Is(err, queue.ErrUnsupportedServer) || errors.Is(err, queue.ErrInvalidName) {
+				return nil, fmt.Errorf("open its stream: %w", err)
+			}
+			if err != nil {
+				w.log.Warn("cannot open the table's stream yet; claiming its jobs from MySQL meanwhile", "table", t.Name, "err", err)
+			}
+		}
 	}
 	log := w.log.With("table", t.Name)
 	lease := jobs.Options().LeaseDuration
+	ackWait := w.opts.Queue.AckWait
+	if ackWait <= 0 {
+		ackWait = queue.DefaultAckWait
+	}
 	tbl := &table{
 		name:      t.Name,
 		jobs:      jobs,
-		queue:     q,
-		keeper:    newKeeper(jobs, min(lease, q.Config().AckWait)/3, log),
+		keeper:    newKeeper(jobs, min(lease, ackWait)/3, log),
 		completer: newCompleter(w.opts, jobs, w.settled),
+	}
+	if q != nil {
+		tbl.queue.Store(q)
 	}
 	// The services run until the worker stops them, whatever happens to ctx meanwhile.
 	if err := startstop.StartAll(context.WithoutCancel(ctx), tbl.completer, tbl.keeper); err != nil {

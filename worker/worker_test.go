@@ -51,14 +51,24 @@ func setup(t *testing.T, n int, modify func(*worker.Options)) *bundle {
 
 func newBundle(t testing.TB, n int, modify func(*worker.Options)) *bundle {
 	t.Helper()
+	return newBundleWith(t, n, natstest.Embedded(t).ClientURL(), modify)
+}
+
+// newBundleOn is newBundle on the NATS server at url.
+func newBundleOn(t testing.TB, n int, url string) *bundle {
+	t.Helper()
+	return newBundleWith(t, n, url, nil)
+}
+
+func newBundleWith(t testing.TB, n int, url string, modify func(*worker.Options)) *bundle {
+	t.Helper()
 	db := mysqltest.New(t)
 	db.Exec(t,
 		"CREATE TABLE subject (subject_id int NOT NULL PRIMARY KEY)",
 		"CREATE TABLE __result (subject_id int NOT NULL, value varchar(64) NOT NULL DEFAULT '', PRIMARY KEY (subject_id), FOREIGN KEY (subject_id) REFERENCES subject (subject_id))",
 		fmt.Sprintf("INSERT INTO subject SELECT seq FROM seq_1_to_%d", n),
 	)
-	ns := natstest.Embedded(t)
-	nc, err := nats.Connect(ns.ClientURL())
+	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,6 +69,9 @@ type Options struct {
 	Concurrency int    // each worker's slots
 	Handler     string // HandlerGo or HandlerExec
 	Storage     string // the stream's storage: file or memory
+	// Dispatch is the programs' dispatch: "nats" (messages from JetStream) or "mysql" (claimed
+	// from the jobs table; NATS is not used, nor measured).
+	Dispatch string
 	// Prepublished publishes every job before the clock starts (N must fit the window).
 	Prepublished bool
 	// DispatchWindow overrides the scheduler's (0: its default).
@@ -98,11 +101,27 @@ func (r Result) Line() string {
 	if r.Prepublished {
 		mode = "prepublished"
 	}
-	return fmt.Sprintf("jetjobs bench: n=%d mode=%s handler=%s workers=%d concurrency=%d storage=%s jobs/s=%.0f "+
+	return fmt.Sprintf("jetjobs bench: n=%d dispatch=%s mode=%s handler=%s workers=%d concurrency=%d storage=%s jobs/s=%.0f "+
 		"worker_us_per_job=%.1f mysql_us_per_job=%.1f nats_us_per_job=%.1f scheduler_us_per_job=%.1f peak_rss_mb=%.0f worker_allocs_per_job=%.0f",
-		r.N, mode, r.Handler, r.Workers, r.Concurrency, r.Storage, r.JobsPerSecond,
+		r.N, r.dispatch(), mode, r.Handler, r.Workers, r.Concurrency, r.Storage, r.JobsPerSecond,
 		r.WorkerUS, r.MySQLUS, r.NATSUS, r.SchedulerUS, r.PeakRSSMB, r.WorkerAllocs)
 }
+
+func (o Options) dispatch() string {
+	if o.Dispatch == "" {
+		return DispatchNATS
+	}
+	return o.Dispatch
+}
+
+// usesNATS reports whether the run dispatches through NATS.
+func (o Options) usesNATS() bool { return o.dispatch() == DispatchNATS }
+
+// Dispatches of a run.
+const (
+	DispatchNATS  = "nats"
+	DispatchMySQL = "mysql"
+)
 
 // Run runs the benchmark once.
 func Run(ctx context.Context, o Options) (*Result, error) {
@@ -190,16 +209,19 @@ func (r *run) setup(ctx context.Context) error {
 	if r.res.Explain, err = jobs.ExplainDueForDispatch(ctx); err != nil || r.o.ExplainOnly {
 		return err
 	}
-	if r.nc, err = nats.Connect(r.o.NATS); err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", r.o.NATS, err)
-	}
-	if r.stream, err = queue.Open(ctx, r.nc, r.dbName, targetName, queue.Config{Prefix: r.prefix}); err != nil {
-		return err
+	if r.o.usesNATS() {
+		if r.nc, err = nats.Connect(r.o.NATS); err != nil {
+			return fmt.Errorf("connect to NATS at %s: %w", r.o.NATS, err)
+		}
+		if r.stream, err = queue.Open(ctx, r.nc, r.dbName, targetName, queue.Config{Prefix: r.prefix}); err != nil {
+			return err
+		}
 	}
 	config := map[string]any{
-		"mysql":  map[string]any{"dsn": r.o.MySQL},
-		"nats":   map[string]any{"url": r.o.NATS, "subject_prefix": r.prefix, "storage": r.o.Storage},
-		"tables": []map[string]any{{"table": r.dbName + "." + targetName}},
+		"dispatch": r.o.dispatch(),
+		"mysql":    map[string]any{"dsn": r.o.MySQL},
+		"nats":     map[string]any{"url": r.o.NATS, "subject_prefix": r.prefix, "storage": r.o.Storage},
+		"tables":   []map[string]any{{"table": r.dbName + "." + targetName}},
 	}
 	if r.o.DispatchWindow > 0 {
 		config["nats"].(map[string]any)["dispatch_window"] = r.o.DispatchWindow
@@ -232,8 +254,12 @@ func (r *run) measure(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	pids := map[string]int{"mysql": mysqlPID, "scheduler": scheduler.Process.Pid}
+	if natsPID != 0 {
+		pids["nats"] = natsPID
+	}
 	before := map[string]time.Duration{}
-	for name, pid := range map[string]int{"mysql": mysqlPID, "nats": natsPID, "scheduler": scheduler.Process.Pid} {
+	for name, pid := range pids {
 		st, _ := procfs.Read(pid)
 		before[name] = st.CPU
 	}
@@ -275,7 +301,7 @@ func (r *run) measure(ctx context.Context) error {
 		return fmt.Errorf("%w after %d of %d jobs", err, r.res.completed, r.o.N)
 	}
 	after := map[string]time.Duration{}
-	for name, pid := range map[string]int{"mysql": mysqlPID, "nats": natsPID, "scheduler": scheduler.Process.Pid} {
+	for name, pid := range pids {
 		st, _ := procfs.Read(pid)
 		after[name] = st.CPU
 	}
@@ -291,7 +317,8 @@ func (r *run) measure(ctx context.Context) error {
 	return nil
 }
 
-// servers finds the MySQL and NATS server processes by the ports they listen on.
+// servers finds the MySQL and NATS server processes by the ports they listen on (NATS only
+// when the run uses it; 0 otherwise).
 func (r *run) servers(ctx context.Context) (mysqlPID, natsPID int, err error) {
 	var port int
 	if err := r.admin.QueryRowContext(ctx, "SELECT @@port").Scan(&port); err != nil {
@@ -299,6 +326,9 @@ func (r *run) servers(ctx context.Context) (mysqlPID, natsPID int, err error) {
 	}
 	if mysqlPID, err = procfs.Listener(port); err != nil {
 		return 0, 0, fmt.Errorf("the MySQL server: %w", err)
+	}
+	if !r.o.usesNATS() {
+		return mysqlPID, 0, nil // not used
 	}
 	u, err := url.Parse(r.o.NATS)
 	if err != nil {

@@ -42,7 +42,7 @@ func TestBenchmarkProgramPrintsItsFigures(t *testing.T) {
 			if err != nil {
 				t.Fatalf("jetjobs-bench %v: %v\n%s", args, err, out)
 			}
-			line := regexp.MustCompile(`jetjobs bench: n=300 mode=(sustained|prepublished) handler=(go|exec) workers=\d+ concurrency=\d+ ` +
+			line := regexp.MustCompile(`jetjobs bench: n=300 dispatch=nats mode=(sustained|prepublished) handler=(go|exec) workers=\d+ concurrency=\d+ ` +
 				`storage=(file|memory) jobs/s=[1-9]\d* worker_us_per_job=[\d.]+ mysql_us_per_job=[\d.]+ nats_us_per_job=[\d.]+ ` +
 				`scheduler_us_per_job=[\d.]+ peak_rss_mb=\d+ worker_allocs_per_job=[1-9]\d*\n`)
 			if !line.Match(out) {

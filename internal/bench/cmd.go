@@ -25,7 +25,7 @@ program (from --bin) and --workers worker processes of --concurrency slots each 
 NATS server at --nats, and times them until every job is done. It checks that every key was
 computed once, and prints one line per run:
 
-  jetjobs bench: n=… mode=… handler=… workers=… concurrency=… storage=… jobs/s=…
+  jetjobs bench: n=… dispatch=… mode=… handler=… workers=… concurrency=… storage=… jobs/s=…
     worker_us_per_job=… mysql_us_per_job=… nats_us_per_job=… scheduler_us_per_job=… peak_rss_mb=…
     worker_allocs_per_job=…
 
@@ -36,7 +36,9 @@ meanwhile.) --handler go runs a Go no-op handler (this program as "worker"),
 --handler exec the worker program with a one-line shell script per job. --prepublished
 publishes every job before the clock starts. With --explain it first prints MySQL's plan of
 the statements that pick due jobs, on a table of --n jobs; --explain-only prints them and runs
-nothing (make bench-e2e shows them on 10,000,000 jobs).
+nothing (make bench-e2e shows them on 10,000,000 jobs). --dispatch mysql runs the same with
+dispatch=mysql: the workers claim due jobs from the jobs table and NATS is neither used nor
+measured (nats_us_per_job=0), to compare with --dispatch nats on the same setup.
 
 Usage:
   jetjobs-bench [flags]
@@ -74,6 +76,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVarP(&o.Concurrency, "concurrency", "j", DefaultConcurrency, "each worker's slots")
 	fs.StringVar(&o.Handler, "handler", HandlerGo, "go (a no-op Go handler) or exec (a shell script per job)")
 	fs.StringVar(&o.Storage, "storage", string(queue.StorageDefault), "stream storage: file or memory")
+	fs.StringVar(&o.Dispatch, "dispatch", DispatchNATS, "how the workers take due jobs: nats (messages from JetStream) or mysql (claimed from the jobs table; no NATS)")
 	fs.BoolVar(&o.Prepublished, "prepublished", false, "publish every job before the clock starts")
 	fs.IntVar(&o.DispatchWindow, "dispatch-window", 0, "the scheduler's nats.dispatch_window (0: its default; with --prepublished, at least --n)")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write the scheduler's and each Go worker's CPU profile to files of this prefix (.scheduler, .0, .1, …; go tool pprof)")
@@ -94,6 +97,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if o.Handler != HandlerGo && o.Handler != HandlerExec || o.N < 1 || o.Workers < 1 || o.Concurrency < 1 {
 		fmt.Fprintln(stderr, "jetjobs-bench: --handler must be go or exec, and --n, --workers, --concurrency at least 1")
+		return cli.ExitUsage
+	}
+	if o.Dispatch != DispatchNATS && o.Dispatch != DispatchMySQL || o.Dispatch == DispatchMySQL && o.Prepublished {
+		fmt.Fprintln(stderr, "jetjobs-bench: --dispatch must be nats or mysql, and --prepublished goes with nats only")
 		return cli.ExitUsage
 	}
 	if o.Prepublished && o.DispatchWindow < o.N {

@@ -251,3 +251,55 @@ func PublishDue(t testing.TB, jobs *jobsdb.Jobs, q *queue.Table) {
 		t.Fatal(err)
 	}
 }
+
+// Restartable is an embedded server the test stops and starts again, on the same port and
+// store, to take NATS away from the programs under test and give it back.
+type Restartable struct {
+	URL   string
+	t     testing.TB
+	addr  string
+	store string
+	mu    sync.Mutex
+	srv   *queue.Embedded
+}
+
+// StartRestartable starts an embedded server on a free loopback port with t.TempDir() as its
+// store; it is shut down when the test ends.
+func StartRestartable(t testing.TB) *Restartable {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Restartable{t: t, addr: ln.Addr().String(), store: t.TempDir()}
+	r.URL = "nats://" + r.addr
+	ln.Close()
+	r.Start()
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// Start starts the server (again).
+func (r *Restartable) Start() {
+	r.t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.srv != nil {
+		return
+	}
+	srv, err := queue.StartEmbedded(queue.EmbeddedOptions{Listen: r.addr, StoreDir: r.store})
+	if err != nil {
+		r.t.Fatalf("natstest: restart embedded NATS on %s: %v", r.addr, err)
+	}
+	r.srv = srv
+}
+
+// Stop shuts the server down; its store stays for the next Start.
+func (r *Restartable) Stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.srv != nil {
+		r.srv.Shutdown()
+		r.srv = nil
+	}
+}

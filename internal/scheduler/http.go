@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jetjobs/jetjobs/internal/leadership"
+	"github.com/jetjobs/jetjobs/worker"
 )
 
 // readyTimeout bounds the MySQL ping of /readyz.
@@ -17,8 +18,9 @@ const readyTimeout = 2 * time.Second
 // Handler serves the scheduler's HTTP endpoints:
 //
 //   - /healthz: 200 while the process runs;
-//   - /readyz: 200 when MySQL answers a ping, the NATS connection is up and every table's
-//     leadership state is known (leader or standby), 503 otherwise; the body lists each check;
+//   - /readyz: 200 when MySQL answers a ping, the NATS connection is up (with dispatch=nats
+//     only) and every table's leadership state is known (leader or standby), 503 otherwise;
+//     the body lists each check;
 //   - /metrics: Options.Metrics, or 404 when it is nil.
 func (s *Scheduler) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -57,13 +59,21 @@ func (s *Scheduler) serveReady(w http.ResponseWriter, r *http.Request) {
 	} else {
 		check(true, "mysql")
 	}
-	if s.opts.NATS == nil || !s.opts.NATS.IsConnected() {
+	switch {
+	case s.opts.Dispatch == worker.DispatchMySQL:
+		check(true, "nats: not used (dispatch=mysql)")
+	case s.opts.NATS == nil || !s.opts.NATS.IsConnected():
 		status := "no connection"
 		if s.opts.NATS != nil {
 			status = s.opts.NATS.Status().String()
 		}
-		check(false, "nats: %s", strings.ToLower(status))
-	} else {
+		if s.opts.Dispatch == worker.DispatchAuto {
+			// Workers claim from MySQL meanwhile: the scheduler still does all it can.
+			check(true, "nats: %s (dispatch=auto: publishing when it returns)", strings.ToLower(status))
+		} else {
+			check(false, "nats: %s", strings.ToLower(status))
+		}
+	default:
 		check(true, "nats")
 	}
 	states := s.States()

@@ -12,6 +12,7 @@ import (
 	"github.com/jetjobs/jetjobs/jobsdb"
 	"github.com/jetjobs/jetjobs/queue"
 	"github.com/jetjobs/jetjobs/tracing"
+	"github.com/jetjobs/jetjobs/worker"
 )
 
 // Defaults of Options.
@@ -96,8 +97,8 @@ type RefreshOptions struct {
 	StaleTimeout time.Duration
 }
 
-// Options configure a Scheduler. Tables, DB and NATS are required; zero values of the others
-// take the defaults.
+// Options configure a Scheduler. Tables and DB are required, and NATS unless Dispatch is
+// worker.DispatchMySQL; zero values of the others take the defaults.
 type Options struct {
 	// Tables to schedule.
 	Tables []Table
@@ -106,8 +107,18 @@ type Options struct {
 	// limited pool's MaxOpenConns by two per table, so that these never starve the
 	// dispatcher's short statements, and Stop lowers it again.
 	DB *sql.DB
-	// NATS is the connection to the NATS server with JetStream (queue.Connect).
+	// NATS is the connection to the NATS server with JetStream (queue.Connect). With
+	// worker.DispatchAuto it may be a connection still trying to reach its server
+	// (queue.ConnectOptions.Background). Not used with worker.DispatchMySQL.
 	NATS *nats.Conn
+	// Dispatch is how the workers learn which jobs are due, and so what the scheduler does
+	// with NATS. worker.DispatchMySQL: nothing; the leader of a table refreshes it and
+	// recovers expired leases, and the workers claim due jobs from the jobs table.
+	// worker.DispatchNATS and worker.DispatchAuto (the default): the leader also publishes due
+	// jobs, once the table's stream opens; while NATS is unreachable it refreshes and recovers
+	// all the same, and publishes when NATS returns. With DispatchAuto, /readyz does not
+	// require NATS: the workers claim from MySQL while it is down.
+	Dispatch worker.Dispatch
 	// Jobs configure each table's jobs handle (jobsdb.New). Its LeaseDuration also sets the
 	// defaults of RecoverInterval and RedispatchAfter; its Identity is written into the
 	// handles (the scheduler reserves nothing). Zero values take jobsdb's defaults.
@@ -186,6 +197,12 @@ type DispatchEvent struct {
 }
 
 func (o Options) withDefaults() Options {
+	if o.Dispatch == "" {
+		o.Dispatch = worker.DispatchAuto
+	}
+	if o.Dispatch == worker.DispatchMySQL {
+		o.NATS = nil
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}

@@ -28,7 +28,7 @@ const sampleTimeout = 10 * time.Second
 // retried with a backoff of its own.
 type sampler struct {
 	leaderService
-	stream  *queue.Table
+	stream  func() *queue.Table // nil, or returning nil: no stream (yet)
 	metrics *tracing.Metrics
 
 	mu     sync.Mutex
@@ -37,7 +37,7 @@ type sampler struct {
 }
 
 // newSampler returns the table's sampler, or nil when metrics are off.
-func newSampler(o *Options, table string, log *slog.Logger, jobs *jobsdb.Jobs, stream *queue.Table) *sampler {
+func newSampler(o *Options, table string, log *slog.Logger, jobs *jobsdb.Jobs, stream func() *queue.Table) *sampler {
 	m := o.Telemetry.Metrics()
 	if m == nil {
 		return nil
@@ -99,7 +99,13 @@ func (s *sampler) runOnce(ctx context.Context) (time.Time, error) {
 		s.queue = []tracing.QueueSample{{Table: s.table, Pending: p.Pending, Reserved: p.Reserved}}
 		s.mu.Unlock()
 	}
-	if states, err := s.stream.State(ctx); err != nil {
+	var stream *queue.Table
+	if s.stream != nil {
+		stream = s.stream()
+	}
+	if stream == nil {
+		// No stream (dispatch=mysql, or NATS not reached yet): no depth to report.
+	} else if states, err := stream.State(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("read the stream's state: %w", err))
 	} else {
 		depths := make([]tracing.StreamSample, len(states))

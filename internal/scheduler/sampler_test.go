@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"github.com/jetjobs/jetjobs/queue"
 	"testing"
 	"time"
 
@@ -22,7 +23,7 @@ func TestSampler(t *testing.T) {
 			o.Telemetry = tel
 			o.GaugeInterval = time.Minute
 		})
-		s := newSampler(o, b.table, b.log, b.jobs, b.stream)
+		s := newSampler(o, b.table, b.log, b.jobs, func() *queue.Table { return b.stream })
 		t.Cleanup(s.Stop)
 		if _, ok := gauge(t, rec, tracing.MetricPending, b.table); ok {
 			t.Error("a pending gauge is reported before the sampler started")
@@ -49,7 +50,7 @@ func TestSampler(t *testing.T) {
 	t.Run("there is none without metrics", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, 0)
-		if s := newSampler(b.options(nil), b.table, b.log, b.jobs, b.stream); s != nil {
+		if s := newSampler(b.options(nil), b.table, b.log, b.jobs, func() *queue.Table { return b.stream }); s != nil {
 			t.Error("a sampler without metrics")
 		}
 	})

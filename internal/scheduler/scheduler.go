@@ -3,11 +3,13 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 
 	"github.com/jetjobs/jetjobs/internal/leadership"
 	"github.com/jetjobs/jetjobs/startstop"
+	"github.com/jetjobs/jetjobs/worker"
 )
 
 // connsPerTable is how far Start raises a limited pool's MaxOpenConns per table: one for the
@@ -64,7 +66,7 @@ func (s *Scheduler) Start(ctx context.Context) error {
 	s.errs, s.cancel = nil, cancel
 	s.mu.Unlock()
 	restore := s.reserveConns()
-	s.log.Info("scheduler starting", "tables", s.names(),
+	s.log.Info("scheduler starting", "tables", s.names(), "dispatch", s.opts.Dispatch,
 		"auto_refresh", !s.opts.Refresh.Disabled,
 		"refresh_interval", s.opts.Refresh.Interval,
 		"recover_interval", s.opts.RecoverInterval,
@@ -107,8 +109,10 @@ func (s *Scheduler) validate() error {
 	switch {
 	case s.opts.DB == nil:
 		return errors.New("scheduler: Options.DB is nil")
-	case s.opts.NATS == nil:
-		return errors.New("scheduler: Options.NATS is nil")
+	case !s.opts.Dispatch.Valid():
+		return fmt.Errorf("scheduler: Options.Dispatch %q: want one of %v", s.opts.Dispatch, worker.Dispatches)
+	case s.opts.NATS == nil && s.opts.Dispatch != worker.DispatchMySQL:
+		return errors.New("scheduler: Options.NATS is nil (it may be only with Dispatch mysql)")
 	case len(s.tables) == 0:
 		return ErrNoTables
 	}

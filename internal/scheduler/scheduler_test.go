@@ -19,6 +19,7 @@ import (
 	"github.com/jetjobs/jetjobs/internal/waitfor"
 	"github.com/jetjobs/jetjobs/jobsdb"
 	"github.com/jetjobs/jetjobs/queue"
+	"github.com/jetjobs/jetjobs/worker"
 )
 
 func TestScheduler(t *testing.T) {
@@ -434,15 +435,21 @@ func TestHandler(t *testing.T) {
 		}
 	})
 
-	t.Run("not ready when NATS is disconnected", func(t *testing.T) {
+	t.Run("not ready when NATS is disconnected, with dispatch=nats", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, 0)
 		nc := connect(t, natstest.Embedded(t).ClientURL())
 		opts := b.fastOptions()
-		opts.NATS = nc
+		opts.NATS, opts.Dispatch = nc, worker.DispatchNATS
 		nc.Close()
-		if code, body := get(New(opts).Handler(), "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "nats") {
+		if code, body := get(New(opts).Handler(), "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "FAIL nats") {
 			t.Errorf("/readyz with a closed NATS connection = %d %q", code, body)
+		}
+		// With dispatch=auto (the default) the workers claim from MySQL meanwhile: NATS is
+		// reported, and not required.
+		opts.Dispatch = worker.DispatchAuto
+		if _, body := get(New(opts).Handler(), "/readyz"); !strings.Contains(body, "ok   nats: closed (dispatch=auto") {
+			t.Errorf("/readyz with dispatch=auto and a closed NATS connection: %q", body)
 		}
 	})
 }

@@ -3,6 +3,8 @@ package scheduler
 import (
 	"context"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -99,16 +101,21 @@ func (t *table) retryOptions(what string) []backoff.RetryOption {
 	}
 }
 
-// lead is the table's term of leadership: it declares the jobs table, opens the stream, and
-// runs the leader's services until ctx ends (the lock was lost or the scheduler stops).
+// lead is the table's term of leadership: it declares the jobs table and runs the leader's
+// services until ctx ends (the lock was lost or the scheduler stops). Refreshing, recovering
+// and sampling need MySQL only, and start at once; the dispatcher starts once the table's
+// stream opens (never without NATS), so an unreachable NATS server holds up nothing else.
 func (t *table) lead(ctx context.Context) {
-	t.log.Info("leading table: refreshing and dispatching")
+	if t.o.NATS == nil {
+		t.log.Info("leading table: refreshing and recovering (dispatch=mysql: workers claim due jobs from the jobs table)")
+	} else {
+		t.log.Info("leading table: refreshing and dispatching")
+	}
 	defer t.log.Info("stopped leading table")
-	stream, ok := t.prepare(ctx)
-	if !ok {
+	if !t.declare(ctx) {
 		return
 	}
-	services := t.services(stream)
+	services := t.services()
 	if err := startstop.StartAll(ctx, services...); err != nil {
 		t.log.Error("cannot start leading the table", "err", err)
 		return
@@ -117,35 +124,88 @@ func (t *table) lead(ctx context.Context) {
 	startstop.StopAll(services...)
 }
 
-// prepare declares the jobs table and opens the table's stream, retrying until both succeed
-// or ctx ends.
-func (t *table) prepare(ctx context.Context) (*queue.Table, bool) {
-	target := t.jobs.Target()
-	if _, err := backoff.Retry(ctx, func() (struct{}, error) {
+// declare declares the jobs table, retrying until it succeeds or ctx ends.
+func (t *table) declare(ctx context.Context) bool {
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
 		return struct{}{}, t.jobs.Declare(ctx)
-	}, t.retryOptions("declare the jobs table")...); err != nil {
-		return nil, false
-	}
-	stream, err := backoff.Retry(ctx, func() (*queue.Table, error) {
-		return queue.Open(ctx, t.o.NATS, target.Schema, target.Name, t.o.Queue)
-	}, t.retryOptions("open the table's stream")...)
-	return stream, err == nil
+	}, t.retryOptions("declare the jobs table")...)
+	return err == nil
 }
 
-// services are the leader's services for one term: the dispatcher, the rescuer, the
-// refresher (unless the periodic refresh is off) and the sampler (when metrics are on). The
-// refresher pokes the dispatcher and the sampler after each refresh, the rescuer pokes the
-// dispatcher when it recovered jobs.
-func (t *table) services(stream *queue.Table) []startstop.Service {
-	d := newDispatcher(t.o, t.spec.Name, t.log, t.jobs, stream)
-	services := []startstop.Service{d, newRescuer(t.o, t.spec.Name, t.log, t.jobs, d.Poke)}
-	refreshed := d.Poke
+// services are the leader's services for one term: the dispatcher on its stream (unless there
+// is no NATS), the rescuer, the refresher (unless the periodic refresh is off) and the sampler
+// (when metrics are on). The refresher pokes the dispatcher and the sampler after each
+// refresh, the rescuer pokes the dispatcher when it recovered jobs.
+func (t *table) services() []startstop.Service {
+	var services []startstop.Service
+	poke := func() {}
+	var stream func() *queue.Table
+	if t.o.NATS != nil {
+		d := newStreamDispatcher(t)
+		services = append(services, d)
+		poke, stream = d.Poke, d.stream.Load
+	}
+	services = append(services, newRescuer(t.o, t.spec.Name, t.log, t.jobs, poke))
+	refreshed := poke
 	if s := newSampler(t.o, t.spec.Name, t.log, t.jobs, stream); s != nil {
 		services = append(services, s)
-		refreshed = func() { d.Poke(); s.Poke() }
+		refreshed = func() { poke(); s.Poke() }
 	}
 	if !t.o.Refresh.Disabled {
 		services = append(services, newRefresher(t.o, t.spec.Name, t.log, t.jobs, refreshed))
 	}
 	return services
+}
+
+// streamDispatcher opens the table's stream, retrying while NATS is unreachable, and then runs
+// the dispatcher on it until it is stopped. Poke reaches the dispatcher once it runs.
+type streamDispatcher struct {
+	startstop.Base
+	t      *table
+	stream atomic.Pointer[queue.Table] // once opened
+	mu     sync.Mutex
+	d      *dispatcher // once running
+}
+
+func newStreamDispatcher(t *table) *streamDispatcher { return &streamDispatcher{t: t} }
+
+// Start opens the stream and starts the dispatcher in the background.
+func (s *streamDispatcher) Start(ctx context.Context) error {
+	ctx, ok, done := s.StartInit(ctx)
+	if !ok {
+		return nil
+	}
+	go func() {
+		defer done()
+		t := s.t
+		target := t.jobs.Target()
+		stream, err := backoff.Retry(ctx, func() (*queue.Table, error) {
+			return queue.Open(ctx, t.o.NATS, target.Schema, target.Name, t.o.Queue)
+		}, t.retryOptions("open the table's stream; refreshing and recovering meanwhile")...)
+		if err != nil {
+			return // stopped
+		}
+		s.stream.Store(stream)
+		d := newDispatcher(t.o, t.spec.Name, t.log, t.jobs, stream)
+		if err := d.Start(ctx); err != nil {
+			t.log.Error("cannot start dispatching", "err", err)
+			return
+		}
+		s.mu.Lock()
+		s.d = d
+		s.mu.Unlock()
+		<-ctx.Done()
+		d.Stop()
+	}()
+	return nil
+}
+
+// Poke makes the dispatcher pass at once, once it runs.
+func (s *streamDispatcher) Poke() {
+	s.mu.Lock()
+	d := s.d
+	s.mu.Unlock()
+	if d != nil {
+		d.Poke()
+	}
 }

@@ -32,6 +32,7 @@ func newFlagSet(stderr io.Writer) (*pflag.FlagSet, *flags) {
 	fs.SetOutput(stderr)
 	fs.SortFlags = false
 	f := &flags{config: config.AddFlags(fs)}
+	f.config.AddDispatchFlag(fs)
 	// The scheduler's default differs from the other programs': no URL means an embedded server.
 	fs.Lookup("nats").Usage = "NATS server URL(s), comma-separated (env " + config.EnvNATSURL +
 		"); when none is given here, in the environment or in the config file, the scheduler runs an embedded server (see --embedded-nats)"
@@ -67,6 +68,12 @@ refreshes it from the key source every jobs.refresh_interval (when jobs.auto_ref
 recovers expired leases every jobs.lease_duration/4, and publishes due jobs to NATS
 JetStream: new ones at once, delayed and retried ones when they become due, and again any
 whose message was lost. Stop it with SIGTERM or SIGINT.
+
+--dispatch (config key dispatch) says how workers learn which jobs are due. mysql: they claim
+them from the jobs tables, and the scheduler only refreshes and recovers: it neither starts
+nor connects to NATS. auto (the default) and nats: the scheduler also publishes; with auto it
+starts while NATS is unreachable, refreshes and recovers meanwhile, and publishes once NATS
+answers (workers claim from MySQL until then), and /readyz does not require NATS.
 
 Flags:
 %s

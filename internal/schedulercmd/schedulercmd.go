@@ -26,6 +26,7 @@ import (
 	"github.com/jetjobs/jetjobs/queue"
 	"github.com/jetjobs/jetjobs/startstop"
 	"github.com/jetjobs/jetjobs/tracing"
+	"github.com/jetjobs/jetjobs/worker"
 )
 
 const (
@@ -106,21 +107,35 @@ func serve(ctx context.Context, fs *pflag.FlagSet, f *flags, log *slog.Logger, g
 	// Last, after everything else has stopped: flush the spans and metrics they recorded.
 	defer shutdownTelemetry(tel, log)
 
-	connect, stopNATS, err := natsServer(cfg, f, log)
-	if err != nil {
-		return err
+	dispatch := worker.Dispatch(cfg.Dispatch)
+	var connect queue.ConnectOptions
+	if dispatch != worker.DispatchMySQL {
+		var stopNATS func()
+		connect, stopNATS, err = natsServer(cfg, f, log)
+		if err != nil {
+			return err
+		}
+		defer stopNATS()
+	} else if f.embedded {
+		log.Warn("--embedded-nats: ignored with dispatch=mysql, which uses no NATS")
 	}
-	defer stopNATS()
 	db, err := cli.OpenDB(ctx, cfg.MySQL, log)
 	if err != nil {
 		return unlessStopped(ctx, err)
 	}
 	defer db.Close()
-	nc, err := queue.Connect(ctx, connect)
-	if err != nil {
-		return unlessStopped(ctx, fmt.Errorf("connect to NATS at %s: %w", connect.URL, err))
+	var nc *nats.Conn
+	if dispatch != worker.DispatchMySQL {
+		// With auto, an unreachable NATS server is no reason to wait: refreshing and
+		// recovering need MySQL only, and publishing starts once the connection made in the
+		// background is up.
+		connect.Background = dispatch == worker.DispatchAuto
+		nc, err = queue.Connect(ctx, connect)
+		if err != nil {
+			return unlessStopped(ctx, fmt.Errorf("connect to NATS at %s: %w", connect.URL, err))
+		}
+		defer cli.Drain(nc, log)
 	}
-	defer cli.Drain(nc, log)
 
 	s := scheduler.New(options(cfg, tables, db, nc, log, tel))
 	return programError(schedule(ctx, s, f.metricsAddr, log), cfg)
@@ -162,11 +177,12 @@ func options(cfg config.Config, tables []string, db *sql.DB, nc *nats.Conn, log 
 	}
 	priority := cfg.Jobs.DefaultPriority
 	return scheduler.Options{
-		Tables: specs,
-		DB:     db,
-		NATS:   nc,
-		Jobs:   cli.JobsOptions(cfg, cli.Identity(cfg)),
-		Queue:  cli.QueueConfig(cfg),
+		Tables:   specs,
+		DB:       db,
+		NATS:     nc,
+		Dispatch: worker.Dispatch(cfg.Dispatch),
+		Jobs:     cli.JobsOptions(cfg, cli.Identity(cfg)),
+		Queue:    cli.QueueConfig(cfg),
 		Refresh: scheduler.RefreshOptions{
 			Disabled:     !cfg.Jobs.AutoRefresh,
 			Interval:     cfg.Jobs.RefreshInterval.Duration(),

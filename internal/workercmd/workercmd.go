@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
@@ -26,7 +27,8 @@ import (
 	"github.com/jetjobs/jetjobs/worker"
 )
 
-const usage = `worker: take due jobs from NATS JetStream, reserve them in MySQL, run a handler, record the outcome.
+const usage = `worker: take due jobs from NATS JetStream (or claim them from MySQL), reserve them in MySQL,
+run a handler, record the outcome.
 
 Usage:
   worker [flags] --exec CMD [--persistent] [schema.table ...]
@@ -48,6 +50,12 @@ from the repository's python/ package). A handler that dies, breaks the protocol
 --datajoint module.Class computes the tables with DataJoint's own make(): it runs
 "python3 -m jetjobs.datajoint module.Class" persistently (pip install ./python). A table's
 "datajoint" entry in the config file does the same for that table alone.
+
+--dispatch (config key dispatch): nats takes messages from JetStream; mysql claims due jobs
+from the jobs table in batches (SELECT … FOR UPDATE SKIP LOCKED), with no NATS at all; auto (the
+default) takes messages while NATS is reachable and claims from MySQL while it is not (at
+start, or for more than 3 s mid-run), back to JetStream when it returns. Logs and the gauge
+jetjobs_worker_dispatch_mode on /metrics say which.
 
 Signals: SIGTERM or SIGINT stops taking work, lets running jobs finish within --grace and
 releases the rest to pending; a second signal releases them at once.
@@ -106,6 +114,7 @@ func MainWith(handler worker.Handler, args []string, stdout, stderr io.Writer) i
 	fs := pflag.NewFlagSet("worker", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgFlags := config.AddFlags(fs)
+	cfgFlags.AddDispatchFlag(fs)
 	o := options{handler: handler}
 	fs.StringVar(&o.exec, "exec", "", "handler command line, run once per job: directly, or by /bin/sh -c when it uses shell syntax (required unless --datajoint or tables[].datajoint)")
 	fs.BoolVar(&o.persistent, "persistent", false, "start the --exec handler once per slot and keep it, sending it one job after another (docs/handler-protocol.md)")
@@ -193,14 +202,22 @@ func run(fs *pflag.FlagSet, cfgFlags *config.Flags, o options, log *slog.Logger,
 		return err
 	}
 	defer db.Close()
-	nc, err := queue.Connect(ctx, cli.ConnectOptions(cfg, "jetjobs-worker", log))
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
+	dispatch := worker.Dispatch(cfg.Dispatch)
+	var nc *nats.Conn
+	if dispatch != worker.DispatchMySQL {
+		connect := cli.ConnectOptions(cfg, "jetjobs-worker", log)
+		// With auto, an unreachable NATS server is no reason to wait: the worker claims from
+		// MySQL until the connection made in the background is up.
+		connect.Background = dispatch == worker.DispatchAuto
+		nc, err = queue.Connect(ctx, connect)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
 		}
-		return err
+		defer cli.Drain(nc, log)
 	}
-	defer cli.Drain(nc, log)
 
 	tel, err := tracing.Setup(ctx, tracing.Options{ServiceName: serviceName, Prometheus: o.metricsAddr != "", SetGlobal: true})
 	if err != nil {
@@ -219,7 +236,7 @@ func run(fs *pflag.FlagSet, cfgFlags *config.Flags, o options, log *slog.Logger,
 	}
 
 	opts := workerOptions(cfg, tables, o, log)
-	opts.DB, opts.NATS, opts.Telemetry = db, nc, tel
+	opts.DB, opts.NATS, opts.Telemetry, opts.Dispatch = db, nc, tel, dispatch
 	var bar *progressBar
 	if o.progress && isTerminal(stderr) {
 		bar = newProgressBar(ctx, db, cfg, tables, stderr)
