@@ -23,6 +23,9 @@ type Filter struct {
 	Restrictions []Restriction
 	MaxPriority  *int // only priority <= *MaxPriority
 	DueOnly      bool // only scheduled_time <= now
+	// ErrorMessage, when not nil, selects the jobs whose error_message equals it (as the
+	// column's collation compares: one group of ErrorGroups).
+	ErrorMessage *string
 	Limit        int  // List only; 0 = no limit
 }
 

@@ -60,8 +60,8 @@ const jobColumns = "`status`, `priority`, `created_time`, `scheduled_time`, `res
 // dataJointJobColumns read a jobs table that DataJoint declared and jetjobs has not adopted
 // yet: its jetjobs columns read as their defaults, so reading never needs to alter the table.
 const dataJointJobColumns = "`status`, `priority`, `created_time`, `scheduled_time`, `reserved_time`, `completed_time`, " +
-	"`duration`, `error_message`, `user`, `host`, `pid`, `connection_id`, `version`, 0, " +
-	"NULL, NULL"
+	"`duration`, `error_message`, `user`, `host`, `pid`, `connection_id`, `version`, 0 AS `attempts`, " +
+	"NULL AS `lease_expires`, NULL AS `dispatched_time`"
 
 // The guards shared by several statements.
 const (
@@ -167,6 +167,10 @@ type statements struct {
 	selectJob  jobsSelect // with error_stack, WHERE the key (Get)
 	orderJobs  string
 	orderDue   string // within one priority
+	pageAfter  string // after a (priority, scheduled_time, key) in orderJobs: lexicalArgs
+	// errorGroups counts error jobs per message, followed by a filter's AND, then errorGroupsTail.
+	errorGroups     string
+	errorGroupsTail string
 	dueAfter   string // within one priority, after a (scheduled_time, key): dueAfterArgs
 }
 
@@ -305,6 +309,13 @@ func newStatements(t *Target) *statements {
 	s.orderJobs = " ORDER BY `priority`, `scheduled_time`, " + keys
 	s.orderDue = " ORDER BY `scheduled_time`, " + keys
 	s.dueAfter = afterCondition(t)
+	pageCols := []string{"`priority`", "`scheduled_time`"}
+	for _, c := range t.KeyColumns {
+		pageCols = append(pageCols, quoteIdent(c.Name))
+	}
+	s.pageAfter = lexicallyAfter(pageCols)
+	s.errorGroups = "SELECT `error_message`, COUNT(*), MAX(`completed_time`) FROM " + s.table + " WHERE `status` = 'error'"
+	s.errorGroupsTail = " GROUP BY `error_message` ORDER BY COUNT(*) DESC, `error_message` LIMIT ?"
 	return s
 }
 
@@ -599,6 +610,9 @@ func (t *Target) filterConds(f Filter) (*conds, error) {
 	if f.DueOnly {
 		c.add("`scheduled_time` <= NOW(3)")
 	}
+	if f.ErrorMessage != nil {
+		c.add("`error_message` = ?", *f.ErrorMessage)
+	}
 	if err := t.addRestrictions(c, "", f.Restrictions); err != nil {
 		return nil, err
 	}
@@ -614,6 +628,11 @@ func afterCondition(t *Target) string {
 	for _, c := range t.KeyColumns {
 		cols = append(cols, quoteIdent(c.Name))
 	}
+	return lexicallyAfter(cols)
+}
+
+// lexicallyAfter is "(cols…) > (?, ?…)" spelled out term by term (see afterCondition).
+func lexicallyAfter(cols []string) string {
 	terms := make([]string, len(cols))
 	for i := range cols {
 		var parts []string
@@ -628,7 +647,11 @@ func afterCondition(t *Target) string {
 
 // afterArgs are the arguments of afterCondition for the position (scheduled, key).
 func afterArgs(scheduled time.Time, key Key) []any {
-	values := append([]any{scheduled}, key...)
+	return lexicalArgs(append([]any{scheduled}, key...))
+}
+
+// lexicalArgs are the arguments of lexicallyAfter for the position values.
+func lexicalArgs(values []any) []any {
 	var args []any
 	for i := range values {
 		args = append(args, values[:i+1]...)
