@@ -52,7 +52,7 @@ func serveCommand() *command {
 			"It listens on loopback by default; any other address needs a token (--token or " + EnvWebToken + ", at least 16 characters), " +
 			"checked on every request: open the console once with ?token=TOKEN, or send 'Authorization: Bearer TOKEN'. " +
 			"The JSON API under /api/ uses the field names of -o json (see the README). Its address is printed on start; " +
-			"requests are logged on stderr only when they fail or act.",
+			"actions, and requests that fail on the server's side, are logged on stderr.",
 		example: []string{
 			"jobsctl serve",
 			"jobsctl serve lab.__analysis --allow-actions",
@@ -64,7 +64,7 @@ func serveCommand() *command {
 			var allow bool
 			var interval time.Duration
 			var pageSize int
-			fs.StringVar(&listen, "listen", defaultListen, "`HOST:PORT` to listen on (port 0 picks a free one); beyond loopback a token is required")
+			fs.StringVar(&listen, "listen", defaultListen, "the address to listen on, `HOST:PORT` (port 0 picks a free one); beyond loopback a token is required")
 			fs.BoolVar(&allow, "allow-actions", false, "allow retry, ignore, delete and refresh from the console (otherwise it is read-only)")
 			fs.StringVar(&token, "token", "", "require this `TOKEN` (16 characters or more) on every request; prefer the environment, which other users cannot read")
 			describeDefault(fs, "token", "$"+EnvWebToken+", else none (loopback only)")

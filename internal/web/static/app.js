@@ -58,7 +58,7 @@
   }
 
   function drawHistory(svg, history) {
-    if (!svg) return;
+    if (!svg) return 0;
     while (svg.firstChild) svg.removeChild(svg.firstChild);
     var n = history.length, w = 300, h = 60, max = 0;
     history.forEach(function (p) { if (p.rate > max) max = p.rate; });
@@ -77,12 +77,7 @@
       r.appendChild(title);
       svg.appendChild(r);
     });
-    var label = document.createElementNS(SVG, "text");
-    label.setAttribute("x", "2");
-    label.setAttribute("y", "10");
-    label.setAttribute("class", "label");
-    label.textContent = max > 0 ? "max " + rate(max) : "no jobs finished yet";
-    svg.appendChild(label);
+    return max;
   }
 
   function drawStream(table, t) {
@@ -122,7 +117,8 @@
       text(field(scope, "eta_seconds"), eta(t.eta_seconds));
       text(field(scope, "leader"), leader(t));
       drawBar(field(scope, "bar"), t);
-      drawHistory(field(scope, "history"), t.history || []);
+      var max = drawHistory(field(scope, "history"), t.history || []);
+      text(field(scope, "chart_max"), max > 0 ? "(highest " + rate(max) + ")" : "");
       drawStream(field(scope, "stream"), t);
     });
     text(document.getElementById("updated"), "Read " + o.time + ".");
