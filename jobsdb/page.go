@@ -46,6 +46,33 @@ func (j *Jobs) Page(ctx context.Context, f Filter, after *Cursor, n int) (jobs [
 		}
 		pos = lexicalArgs(append([]any{after.Priority, after.ScheduledTime}, k...))
 	}
+	// From a position, the status index is read from there on: MariaDB's optimizer otherwise
+	// reads it from the start of the status (a ref on its first column) and filters its way to
+	// the position, a scan of every job before it. A filter on key columns leaves the choice to
+	// the optimizer (the primary key then finds the few matching jobs faster).
+	head := j.stmt.selectJobs
+	if after != nil && !hasEqual(f.Restrictions) {
+		head = j.stmt.seekJobs
+	}
+	jobs, more, err = j.page(ctx, f, statuses, pos, head, n)
+	if isNoSuchIndex(err) && head != j.stmt.selectJobs {
+		// A jobs table without DataJoint's index, renamed or dropped: read it unhinted.
+		jobs, more, err = j.page(ctx, f, statuses, pos, j.stmt.selectJobs, n)
+	}
+	return jobs, more, err
+}
+
+func hasEqual(rs []Restriction) bool {
+	for _, r := range rs {
+		if len(r.Equal) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// page runs Page's statement with the SELECT head.
+func (j *Jobs) page(ctx context.Context, f Filter, statuses []Status, pos []any, head jobsSelect, n int) (jobs []Job, more bool, err error) {
 	var parts []string
 	var args []any
 	var djParts []string
@@ -60,8 +87,8 @@ func (j *Jobs) Page(ctx context.Context, f Filter, after *Cursor, n int) (jobs [
 			c.add(j.stmt.pageAfter, pos...)
 		}
 		tail := c.where() + j.stmt.orderJobs + " LIMIT ?"
-		parts = append(parts, "("+j.stmt.selectJobs.jetjobs+tail+")")
-		djParts = append(djParts, "("+j.stmt.selectJobs.dataJoint+tail+")")
+		parts = append(parts, "("+head.jetjobs+tail+")")
+		djParts = append(djParts, "("+head.dataJoint+tail+")")
 		args = append(append(args, c.args...), n+1)
 	}
 	sel, rest := jobsSelect{jetjobs: parts[0], dataJoint: djParts[0]}, ""

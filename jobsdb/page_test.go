@@ -72,6 +72,18 @@ func TestPage(t *testing.T) {
 			t.Fatalf("jobs %+v, more %v, %v", jobs, more, err)
 		}
 	})
+	t.Run("a jobs table without the status index is paged all the same", func(t *testing.T) {
+		g := setupSimple(t, 12, Options{})
+		g.refresh(t, RefreshOptions{})
+		g.exec(t, "UPDATE {jobs} SET `status` = 'error' WHERE `id` % 3 = 0", "ALTER TABLE {jobs} DROP INDEX `status`")
+		want, err := g.jobs.List(g.ctx, Filter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := pageAll(t, g.jobs, Filter{}, 5); listedIDs(got) != listedIDs(want) {
+			t.Fatalf("paged %s, listed %s", listedIDs(got), listedIDs(want))
+		}
+	})
 	t.Run("bad input", func(t *testing.T) {
 		if _, _, err := f.jobs.Page(f.ctx, Filter{}, nil, 0); err == nil {
 			t.Error("a page of 0 jobs was accepted")

@@ -63,6 +63,10 @@ const dataJointJobColumns = "`status`, `priority`, `created_time`, `scheduled_ti
 	"`duration`, `error_message`, `user`, `host`, `pid`, `connection_id`, `version`, 0 AS `attempts`, " +
 	"NULL AS `lease_expires`, NULL AS `dispatched_time`"
 
+// statusIndex is the name of the (status, priority, scheduled_time) index: DataJoint declares it
+// unnamed, and MySQL and MariaDB name it after its first column.
+const statusIndex = "`status`"
+
 // The guards shared by several statements.
 const (
 	isReserved = " AND `status` = 'reserved'"
@@ -163,6 +167,7 @@ type statements struct {
 
 	// Reading jobs: a head, then the filter, then orderJobs.
 	selectJobs jobsSelect // without error_stack
+	seekJobs   jobsSelect // selectJobs, reading the status index from a position (Page)
 	selectDue  string     // what a publish needs: key, priority, scheduled_time
 	selectJob  jobsSelect // with error_stack, WHERE the key (Get)
 	orderJobs  string
@@ -299,6 +304,10 @@ func newStatements(t *Target) *statements {
 	s.selectJobs = jobsSelect{
 		jetjobs:   "SELECT " + keys + ", " + jobColumns + " FROM " + s.table,
 		dataJoint: "SELECT " + keys + ", " + dataJointJobColumns + " FROM " + s.table,
+	}
+	s.seekJobs = jobsSelect{
+		jetjobs:   s.selectJobs.jetjobs + " FORCE INDEX (" + statusIndex + ")",
+		dataJoint: s.selectJobs.dataJoint + " FORCE INDEX (" + statusIndex + ")",
 	}
 	s.selectDue = "SELECT " + keys + ", `priority`, `scheduled_time` FROM " + s.table
 	s.selectJob = jobsSelect{

@@ -40,7 +40,7 @@ import (
 const schema = "jetjobs_console"
 
 func main() {
-	out := flag.String("o", "docs", "directory to write web-console.png and web-console-job.png into")
+	out := flag.String("o", "docs", "directory to write web-console.png, web-console-jobs.png and web-console-job.png into")
 	run := flag.Duration("run", 12*time.Second, "how long the simulated fleet computes before the pictures")
 	flag.Parse()
 	if err := shoot(*out, *run); err != nil {
@@ -174,7 +174,9 @@ func shoot(out string, run time.Duration) error {
 	defer stopFleet()
 	done := make(chan error, len(tables))
 	for i, name := range tables {
-		go func() { done <- compute(fleetCtx, jobs[name], streams[name], 4+6*i, time.Duration(120+200*i)*time.Millisecond) }()
+		go func() {
+			done <- compute(fleetCtx, jobs[name], streams[name], 4+6*i, time.Duration(120+200*i)*time.Millisecond)
+		}()
 	}
 	for range tables {
 		if err := <-done; err != nil && !errors.Is(err, context.DeadlineExceeded) {
@@ -193,6 +195,16 @@ func shoot(out string, run time.Duration) error {
 	if err := os.WriteFile(filepath.Join(out, "web-console.png"), png, 0o644); err != nil {
 		return err
 	}
+	tableURL := url + "/tables/" + tables[0] + "?status=pending&status=reserved&status=error&limit=15"
+	if err := chromedp.Do(bctx, chromedp.Navigate(tableURL), chromedp.WaitVisible(chromedp.CSS("table.jobs"))); err != nil {
+		return err
+	}
+	if png, err = chromedp.Run(bctx, chromedp.CaptureScreenshot()); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(out, "web-console-jobs.png"), png, 0o644); err != nil {
+		return err
+	}
 	jobURL := url + "/tables/" + tables[0] + "/job?key.subject_id=3&key.session_id=13"
 	if err := chromedp.Do(bctx, chromedp.Navigate(jobURL), chromedp.WaitVisible(chromedp.CSS("#error-stack"))); err != nil {
 		return err
@@ -203,7 +215,7 @@ func shoot(out string, run time.Duration) error {
 	if err := os.WriteFile(filepath.Join(out, "web-console-job.png"), png, 0o644); err != nil {
 		return err
 	}
-	fmt.Println("wrote", filepath.Join(out, "web-console.png"), "and", filepath.Join(out, "web-console-job.png"))
+	fmt.Println("wrote web-console.png, web-console-jobs.png and web-console-job.png into", out)
 	return nil
 }
 
