@@ -26,7 +26,7 @@ type Filter struct {
 	// ErrorMessage, when not nil, selects the jobs whose error_message equals it (as the
 	// column's collation compares: one group of ErrorGroups).
 	ErrorMessage *string
-	Limit        int  // List only; 0 = no limit
+	Limit        int // List only; 0 = no limit
 }
 
 // micros is d in whole microseconds, the unit of every interval jobsdb sends.

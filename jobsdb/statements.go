@@ -172,11 +172,11 @@ type statements struct {
 	selectJob  jobsSelect // with error_stack, WHERE the key (Get)
 	orderJobs  string
 	orderDue   string // within one priority
+	dueAfter   string // within one priority, after a (scheduled_time, key): dueAfterArgs
 	pageAfter  string // after a (priority, scheduled_time, key) in orderJobs: lexicalArgs
 	// errorGroups counts error jobs per message, followed by a filter's AND, then errorGroupsTail.
 	errorGroups     string
 	errorGroupsTail string
-	dueAfter   string // within one priority, after a (scheduled_time, key): dueAfterArgs
 }
 
 // jobsSelect is a SELECT of jobs in two spellings: for an adopted jobs table, and for one that

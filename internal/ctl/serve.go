@@ -148,7 +148,7 @@ func checkServe(listen, token string, interval time.Duration, pageSize int) erro
 	if token != "" && len(token) < minTokenLength {
 		return cli.Usagef("the token (--token or %s) has %d characters: use %d or more, e.g. $(openssl rand -hex 16)", EnvWebToken, len(token), minTokenLength)
 	}
-	if token == "" && !loopbackHost(host) {
+	if token == "" && !web.LoopbackHost(host) {
 		return cli.Usagef("--listen %s is beyond loopback: anyone who reaches it could read the queue; set a token with %s (or --token), "+
 			"or listen on 127.0.0.1", listen, EnvWebToken)
 	}
@@ -159,16 +159,6 @@ func checkServe(listen, token string, interval time.Duration, pageSize int) erro
 		return cli.Usagef("--page-size %d: want 1..%d", pageSize, web.MaxPageSize)
 	}
 	return nil
-}
-
-// loopbackHost reports whether a listen host is the loopback interface only: "localhost" or a
-// loopback address. An empty host, 0.0.0.0 or :: listen everywhere.
-func loopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // announce prints where the console is: a sentence, or one JSON line.

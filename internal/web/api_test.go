@@ -440,8 +440,8 @@ func TestToken(t *testing.T) {
 			t.Errorf("GET %s with the token: %d %s", path, r.code, r.body)
 		}
 	}
-	if r := f.get(t, "/?token=wrong"); r.code != http.StatusUnauthorized {
-		t.Errorf("?token=wrong: %d", r.code)
+	if r := f.get(t, "/?token=wrong"); r.code != http.StatusUnauthorized || strings.Contains(r.body, f.table) {
+		t.Errorf("?token=wrong: %d, and the page names the table:\n%s", r.code, r.body)
 	}
 	r := f.get(t, f.page("", url.Values{"status": {"pending"}, "token": {token}}))
 	cookie := r.header.Get("Set-Cookie")

@@ -166,7 +166,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Cache-Control", "no-store")
-	if s.opts.Token == "" && !loopbackHost(r.Host) {
+	if s.opts.Token == "" && !LoopbackHost(r.Host) {
 		s.fail(w, r, http.StatusMisdirectedRequest, fmt.Sprintf("host %q refused: without a token the console answers only to a loopback name (localhost, 127.0.0.1, [::1])", r.Host))
 		return
 	}
@@ -237,8 +237,10 @@ func equalSecret(got, want string) bool {
 	return subtle.ConstantTimeCompare(a[:], b[:]) == 1 && want != ""
 }
 
-// loopbackHost reports whether a Host header names the loopback interface.
-func loopbackHost(host string) bool {
+// LoopbackHost reports whether a host, or a host:port (a Host header, a listen address), names
+// the loopback interface only: "localhost" or a loopback address. An empty host, 0.0.0.0 and
+// :: do not.
+func LoopbackHost(host string) bool {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
@@ -347,11 +349,15 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, code int, msg stri
 		writeJSON(w, code, map[string]string{"error": msg})
 		return
 	}
+	b := s.base(http.StatusText(code), "error", "")
+	if code == http.StatusUnauthorized || code == http.StatusMisdirectedRequest {
+		b.Tables = nil // nothing about the queue to whoever may not see it
+	}
 	s.render(w, r, code, "error", struct {
 		base
 		Message string
 		Code    int
-	}{s.base(http.StatusText(code), "error", ""), msg, code})
+	}{b, msg, code})
 }
 
 func (s *Server) failErr(w http.ResponseWriter, r *http.Request, err error) {
