@@ -29,7 +29,7 @@ const InstallHint = "install Debian's chromium and chromium-driver (apt-get inst
 func Path() (string, error) {
 	if p := os.Getenv(EnvChromium); p != "" {
 		if _, err := os.Stat(p); err != nil {
-			return "", errors.New("browsertest: " + EnvChromium + "=" + p + ": " + err.Error())
+			return "", errors.New("browsertest: " + EnvChromium + "=" + p + ": " + err.Error() + ": " + InstallHint)
 		}
 		return p, nil
 	}
