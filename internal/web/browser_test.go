@@ -19,7 +19,8 @@ import (
 )
 
 // The browser tests drive the console in headless Chromium (package browsertest): they fail,
-// saying how to install it, when it is missing.
+// saying how to install it, when it is missing. They run one after another (not in parallel),
+// so that a small machine runs one browser at a time.
 
 // browse runs steps in a fresh browser tab with a time limit.
 func browse(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
@@ -83,7 +84,6 @@ const pageCounts = `(() => {
 })()`
 
 func TestBrowserOverview(t *testing.T) {
-	t.Parallel()
 	f := newFixture(t, 3, 13, func(o *web.Options) { o.Stream = fakeStream })
 	ctx := browsertest.New(t)
 	browse(t, ctx, chromedp.Navigate(f.ts.URL+"/"), chromedp.WaitVisible(chromedp.CSS("#live.ok")))
@@ -118,7 +118,6 @@ func TestBrowserOverview(t *testing.T) {
 }
 
 func TestBrowserFailedJobRetry(t *testing.T) {
-	t.Parallel()
 	f := newFixture(t, 3, 13, func(o *web.Options) { o.AllowActions = true })
 	ctx := browsertest.New(t)
 	browse(t, ctx,
@@ -155,7 +154,6 @@ func TestBrowserFailedJobRetry(t *testing.T) {
 }
 
 func TestBrowserReadOnly(t *testing.T) {
-	t.Parallel()
 	f := newFixture(t, 2, 13, nil)
 	ctx := browsertest.New(t)
 	for _, path := range []string{"/", f.page("job", url.Values{"key.subject_id": {"1"}, "key.session_id": {"13"}}), f.page("errors", nil)} {
@@ -184,7 +182,6 @@ var attackerPage = template.Must(template.New("").Parse(`<!DOCTYPE html><html><b
 </form><script>document.getElementById("f").submit()</script></body></html>`))
 
 func TestBrowserCrossOriginAndToken(t *testing.T) {
-	t.Parallel()
 	const token = "browser-test-token-0123456789"
 	f := newFixture(t, 2, 13, func(o *web.Options) { o.AllowActions = true; o.Token = token })
 	attacker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -225,7 +222,6 @@ func TestBrowserCrossOriginAndToken(t *testing.T) {
 }
 
 func TestBrowserShowsMarkupAsText(t *testing.T) {
-	t.Parallel()
 	f := newFixture(t, 2, 13, func(o *web.Options) { o.AllowActions = true })
 	ctx := browsertest.New(t)
 	for _, path := range []string{
