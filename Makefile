@@ -6,12 +6,12 @@ TEST_FLAGS ?= -race -timeout 30m
 BENCH     ?= .
 BENCHTIME ?= 1x
 
-.PHONY: help build test test-datajoint lint bench demo chaos soak clean
+.PHONY: help build test test-datajoint lint bench bench-go bench-e2e demo chaos soak clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-15s %s\n", $$1, $$2}'
 
-build: ## build the three programs into bin/
+build: ## build the programs (scheduler, worker, jobsctl, jetjobs-bench, jetjobs-chaos) into bin/
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 test: ## run every test (unit and integration, against MariaDB/MySQL and NATS) with the race detector
@@ -27,8 +27,17 @@ lint: ## gofmt and go vet
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags datajoint ./e2e/
 
-bench: ## run the benchmarks and print their figures (BENCH=regexp, BENCHTIME=Nx or duration; the DataJoint ones need test-datajoint's packages)
+bench: bench-go bench-e2e ## both kinds of benchmark below, one after the other
+
+bench-go: ## the Go benchmarks, with their figures (BENCH=regexp, BENCHTIME=Nx or duration; the DataJoint ones need test-datajoint's packages)
 	$(GO) test -tags datajoint -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem $(PKGS)
+
+bench-e2e: build ## the end-to-end benchmark (cmd/jetjobs-bench): the plans on 10,000,000 jobs, then the real programs on 100,000 and 1,000,000 keys sustained, 20,000 pre-published, 2,000 with --exec (BENCH_FLAGS=)
+	$(BIN)/jetjobs-bench --bin $(BIN) -q --explain-only --n 10000000
+	$(BIN)/jetjobs-bench --bin $(BIN) -q --n 100000 $(BENCH_FLAGS)
+	$(BIN)/jetjobs-bench --bin $(BIN) -q --n 1000000 $(BENCH_FLAGS)
+	$(BIN)/jetjobs-bench --bin $(BIN) -q --n 20000 --prepublished $(BENCH_FLAGS)
+	$(BIN)/jetjobs-bench --bin $(BIN) -q --n 2000 --handler exec -j 8 $(BENCH_FLAGS)
 
 demo: build ## run the sample pipeline on this machine (MySQL at JETJOBS_MYSQL_DSN or a private MariaDB); Ctrl-C stops it
 	$(GO) build -o $(BIN)/demo ./demo

@@ -84,3 +84,30 @@ func TestWorkerWaitsForMySQL(t *testing.T) {
 		t.Errorf("worker exit code %d after a SIGTERM while waiting, want 0\n%s", code, w.out.String())
 	}
 }
+
+// TestMemoryStreamRefilledAfterNATSRestart: with nats.storage = memory a NATS restart empties
+// the stream. The scheduler notices and publishes every due job again at once, not after
+// RedispatchAfter (2·ack_wait + lease_duration: 11 minutes here, far beyond waitTimeout), and a
+// worker started after the restart computes every key once.
+func TestMemoryStreamRefilledAfterNATSRestart(t *testing.T) {
+	ns := natstest.StartProcess(t, natstest.DebianServer)
+	e := newEnv(t, ns.URL)
+	e.nats = map[string]any{"ack_wait": 30, "storage": "memory"}
+	e.writeConfig(map[string]any{"lease_duration": 600})
+	e.pipeline(10, 20)
+	e.start("scheduler")
+	waitFor(t, "every job published", func() bool {
+		return e.count("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = '~~analysis'") == 1 &&
+			e.count("SELECT COUNT(*) FROM `~~analysis` WHERE status = 'pending' AND dispatched_time IS NOT NULL") == 200
+	})
+	ns.Kill()
+	ns.Start()
+	e.start("worker", "--exec", filepath.Join(e.dir, "handler.sh"), "--concurrency", "8")
+	waitFor(t, "every key computed", func() bool { return e.count("SELECT COUNT(*) FROM __analysis") == 200 })
+	if starts := startsOf(e.readCalls()); len(starts) != 200 {
+		t.Errorf("%d handler calls for 200 keys", len(starts))
+	}
+	if n := e.count("SELECT COUNT(*) FROM `~~analysis` WHERE status = 'error'"); n != 0 {
+		t.Errorf("%d error rows", n)
+	}
+}

@@ -157,7 +157,13 @@ type proc struct {
 // end of the test if still running, and its output is logged when the test fails.
 func (e *env) start(program string, args ...string) *proc {
 	e.t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, program), args...)
+	return e.startBinary(program, filepath.Join(binDir, program), args...)
+}
+
+// startBinary is start for a program built elsewhere, at path.
+func (e *env) startBinary(program, path string, args ...string) *proc {
+	e.t.Helper()
+	cmd := exec.Command(path, args...)
 	cmd.Env = append(os.Environ(), "JETJOBS_CONFIG="+e.config, "CALLS_LOG="+e.calls)
 	cmd.Env = append(cmd.Env, e.extra...)
 	p := &proc{name: program, cmd: cmd, out: &buildtest.Output{}, done: make(chan struct{})}

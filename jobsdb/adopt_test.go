@@ -78,7 +78,7 @@ func TestWritesAdoptDataJointTable(t *testing.T) {
 			return jobs.RecoverExpired(ctx, 0)
 		}, 0},
 		{"mark dispatched", func(ctx context.Context, jobs *Jobs) (int64, error) {
-			return 0, jobs.MarkDispatched(ctx, []Key{{int64(0), int64(0)}})
+			return 0, jobs.MarkDispatched(ctx, []Key{{int64(0), int64(0)}}, 0)
 		}, 0},
 	} {
 		t.Run(c.name+" adopts the table once, adding jetjobs' columns, and says so", func(t *testing.T) {

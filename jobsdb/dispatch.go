@@ -106,18 +106,24 @@ func (j *Jobs) pendingPriorities(ctx context.Context) ([]int, error) {
 	}
 }
 
-// MarkDispatched sets dispatched_time = now for the keys that are still pending.
+// MarkDispatched records that the keys were published: it sets dispatched_time to the time
+// they were read for publishing, readAgo ago (measured by the caller from before its
+// DueForDispatch), for the keys still pending and not reserved since then.
 //
-// One UPDATE per 1,000 keys. A key that was reserved (or deleted) since it was published is
-// left alone: the worker that got the message already took it.
-func (j *Jobs) MarkDispatched(ctx context.Context, keys []Key) error {
+// One UPDATE per 1,000 keys. A key reserved since it was read is left alone: the worker that
+// got the message took it, and if it gave the job back (a release, a retry, a recovery), the
+// message is gone and the job needs a new one, which its dispatched_time (NULL) asks for. So
+// a publisher may mark its jobs late, when most of them are reserved already and cost the
+// UPDATE nothing but a lookup.
+func (j *Jobs) MarkDispatched(ctx context.Context, keys []Key, readAgo time.Duration) error {
 	keys, err := j.t.checkKeys(keys)
 	if err != nil {
 		return fmt.Errorf("jobsdb: mark dispatched: %w", err)
 	}
+	ago := micros(max(readAgo, 0))
 	for _, c := range chunks(len(keys), maxKeysPerStatement) {
 		chunk := keys[c[0]:c[1]]
-		if _, err := j.execAdopting(ctx, j.stmt.markDispatched.sql(len(chunk)), keyArgs(chunk)...); err != nil {
+		if _, err := j.execAdopting(ctx, j.stmt.markDispatched.sql(len(chunk)), append(keyArgs(chunk, ago), ago)...); err != nil {
 			return fmt.Errorf("jobsdb: mark dispatched %s: %w", j.t.FullName(), err)
 		}
 	}

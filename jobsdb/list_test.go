@@ -120,7 +120,7 @@ func TestDispatch(t *testing.T) {
 		t.Parallel()
 		f := setupDispatch(t)
 		l := f.reserve(t, Key{2})
-		if err := f.jobs.MarkDispatched(f.ctx, ids(1, 2, 3)); err != nil {
+		if err := f.jobs.MarkDispatched(f.ctx, ids(1, 2, 3), 0); err != nil {
 			t.Fatal(err)
 		}
 		if f.count(t, "{jobs}", "`dispatched_time` IS NOT NULL") != 2 {
@@ -141,11 +141,28 @@ func TestDispatch(t *testing.T) {
 			t.Fatalf("due %s, want the released job again", listedIDs(jobs))
 		}
 	})
+	t.Run("a job reserved since it was read for publishing is not marked", func(t *testing.T) {
+		t.Parallel()
+		f := setupDispatch(t)
+		// Read a minute ago; job 1 was reserved and given back since: its message is gone.
+		l := f.reserve(t, Key{1})
+		f.record(t, Outcome{Lease: l[0], Kind: OutcomeRelease})
+		if err := f.jobs.MarkDispatched(f.ctx, ids(1, 2), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if f.count(t, "{jobs}", "`dispatched_time` IS NOT NULL") != 1 ||
+			f.count(t, "{jobs}", "`id` = 2 AND `dispatched_time` BETWEEN NOW(3) - INTERVAL 70 SECOND AND NOW(3) - INTERVAL 50 SECOND") != 1 {
+			t.Fatal("want job 2 alone marked, as published a minute ago")
+		}
+		if jobs, _ := f.jobs.DueForDispatch(f.ctx, DueFilter{RedispatchAfter: time.Hour}); listedIDs(jobs) != "3,1" {
+			t.Fatalf("due %s, want the given-back job 1 (and 3, never published)", listedIDs(jobs))
+		}
+	})
 	t.Run("published jobs of priorities with nothing in the stream are published again", func(t *testing.T) {
 		t.Parallel()
 		f := setupDispatch(t)
 		// Jobs 1 and 2 (priority 5) and 3 (priority 0) are published a minute ago.
-		if err := f.jobs.MarkDispatched(f.ctx, ids(1, 2, 3)); err != nil {
+		if err := f.jobs.MarkDispatched(f.ctx, ids(1, 2, 3), 0); err != nil {
 			t.Fatal(err)
 		}
 		f.exec(t, "UPDATE {jobs} SET `dispatched_time` = NOW(3) - INTERVAL 1 MINUTE WHERE `id` IN (1, 2, 3)")

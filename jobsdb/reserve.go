@@ -17,7 +17,8 @@ type Lease struct {
 	ScheduledTime time.Time
 	ReservedTime  time.Time
 	// Index is the position of the lease's key in the keys given to Reserve, or -1 when the
-	// row matched a key spelled differently (a case-insensitive collation).
+	// row matched a key spelled differently (a case-insensitive collation). Heartbeat
+	// returns lost leases as they were given, so a caller may number its leases in Index.
 	Index int
 }
 
@@ -142,7 +143,8 @@ func (j *Jobs) readLeases(ctx context.Context, keys []Key, token string) ([]Leas
 	return leases, nil
 }
 
-// Heartbeat renews the leases and returns those that were lost (taken over or deleted).
+// Heartbeat renews the leases and returns those that were lost (taken over or deleted), as
+// they were given (every field unchanged), in their order.
 //
 // One UPDATE by key and token per 1,000 leases; when it changes fewer rows than leases, one
 // SELECT tells which are still held.

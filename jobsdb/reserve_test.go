@@ -294,12 +294,15 @@ func TestHeartbeat(t *testing.T) {
 		}
 		taken := f.reserve(t, Key{2})[0]
 		f.exec(t, "UPDATE {jobs} SET `lease_expires` = NOW(3) + INTERVAL 1 SECOND WHERE `id` = 2")
+		for i := range leases {
+			leases[i].Index = 10 + i // the caller's numbering comes back with the lost leases
+		}
 		lost, err := f.jobs.Heartbeat(f.ctx, leases)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(lost) != 2 || lost[0].Key[0] != int64(1) || lost[1].Key[0] != int64(2) {
-			t.Fatalf("lost %+v, want keys 1 and 2", lost)
+		if len(lost) != 2 || lost[0].Key[0] != int64(1) || lost[1].Key[0] != int64(2) || lost[0].Index != 10 || lost[1].Index != 11 {
+			t.Fatalf("lost %+v, want keys 1 and 2 numbered 10 and 11", lost)
 		}
 		if f.truth(t, Key{2}, "`lease_expires` > NOW(3) + INTERVAL 10 SECOND") {
 			t.Fatal("the old holder's heartbeat renewed the new holder's lease")

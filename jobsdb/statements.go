@@ -285,9 +285,9 @@ func newStatements(t *Target) *statements {
 		" WHERE `status` = 'reserved' AND (`lease_expires` < NOW(3)" +
 		" OR (`lease_expires` IS NULL AND ? > 0 AND `reserved_time` < NOW(3) - INTERVAL ? MICROSECOND))"
 	s.markDispatched = byKeys{
-		head:  "UPDATE " + s.table + " SET `dispatched_time` = NOW(3) WHERE " + inKeys,
+		head:  "UPDATE " + s.table + " SET `dispatched_time` = NOW(3) - INTERVAL ? MICROSECOND WHERE " + inKeys,
 		tuple: tuple,
-		tail:  ") AND `status` = 'pending'",
+		tail:  ") AND `status` = 'pending' AND (`reserved_time` IS NULL OR `reserved_time` < NOW(3) - INTERVAL ? MICROSECOND)",
 	}
 	// Both read one entry of the (status, priority, scheduled_time) index: MariaDB has no skip
 	// scan, so a MIN over every priority at once would read every pending row.

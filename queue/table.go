@@ -232,11 +232,7 @@ func (t *Table) ensureStream(ctx context.Context) error {
 	}
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
-		s, err = t.js.CreateStream(ctx, want)
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			// Created meanwhile by another process, with other settings: converge on ours.
-			s, err = t.js.UpdateStream(ctx, want)
-		}
+		s, err = t.createStream(ctx, want)
 	case err == nil && !streamSettingsMatch(s.CachedInfo().Config, want):
 		s, err = t.js.UpdateStream(ctx, want)
 	}
@@ -253,6 +249,44 @@ func (t *Table) ensureStream(ctx context.Context) error {
 			ErrUnsupportedServer, t.stream, got.Retention, got.MaxMsgsPerSubject, got.DiscardNewPerSubject)
 	}
 	return nil
+}
+
+// Processes starting together create a table's new stream at once. The creations that lose
+// the race fail, however the server words it ("name already in use", "subjects overlap",
+// "error creating store", depending on its version and timing), and look again until the
+// winner's stream shows.
+const (
+	createRaceAttempts = 10
+	createRaceDelay    = 20 * time.Millisecond
+)
+
+// createStream creates the stream, or converges on the one another process created meanwhile.
+func (t *Table) createStream(ctx context.Context, want jetstream.StreamConfig) (jetstream.Stream, error) {
+	s, err := t.js.CreateStream(ctx, want)
+	for attempt := 1; err != nil && attempt < createRaceAttempts; attempt++ {
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) ||
+			ctx.Err() != nil {
+			return nil, err
+		}
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			select {
+			case <-time.After(createRaceDelay * time.Duration(attempt)):
+			case <-ctx.Done():
+				return nil, err
+			}
+		}
+		var found jetstream.Stream
+		found, err = t.js.Stream(ctx, t.stream)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			s, err = t.js.CreateStream(ctx, want)
+		case err == nil && streamSettingsMatch(found.CachedInfo().Config, want):
+			return found, nil
+		case err == nil:
+			s, err = t.js.UpdateStream(ctx, want)
+		}
+	}
+	return s, err
 }
 
 // streamSettingsMatch compares the settings streamConfig sets.

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/jetjobs/jetjobs/internal/buildtest"
 	"github.com/jetjobs/jetjobs/tracing"
 	"github.com/jetjobs/jetjobs/tracing/tracingtest"
 
@@ -134,27 +135,9 @@ func TestSetupSelection(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the exporters' goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 func TestSetupConsole(t *testing.T) {
 	t.Parallel()
-	var out syncBuffer
+	var out buildtest.Output
 	tel, err := tracing.Setup(context.Background(), tracing.Options{
 		ServiceName: "jetjobs-test",
 		Getenv:      env{"OTEL_TRACES_EXPORTER": "console", "OTEL_METRICS_EXPORTER": "console"}.get,

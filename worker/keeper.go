@@ -146,10 +146,9 @@ func (k *keeper) renew(ctx context.Context) {
 		return
 	}
 	leases := make([]jobsdb.Lease, len(jobs))
-	byToken := make(map[string][]*job)
 	for i, j := range jobs {
 		leases[i] = j.lease
-		byToken[j.lease.Token] = append(byToken[j.lease.Token], j)
+		leases[i].Index = i // Heartbeat returns the lost leases as given: Index finds their job
 	}
 	for _, m := range inProgress {
 		m.InProgress()
@@ -166,15 +165,10 @@ func (k *keeper) renew(ctx context.Context) {
 		}
 		return
 	}
+	// Lost are mostly jobs recorded between the snapshot and the statement.
 	isLost := make(map[*job]bool, len(lost))
-	target := k.jobs.Target()
 	for _, l := range lost {
-		// Rare: find the job by its token, then its key.
-		for _, j := range byToken[l.Token] {
-			if target.KeyString(j.lease.Key) == target.KeyString(l.Key) {
-				isLost[j] = true
-			}
-		}
+		isLost[jobs[l.Index]] = true
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()

@@ -45,7 +45,7 @@ const (
 	DefaultWorkers     = 1
 	DefaultConcurrency = 1000
 	// pollInterval is how often the workers' counters are read during a run.
-	pollInterval = 50 * time.Millisecond
+	pollInterval = 100 * time.Millisecond
 	// publishedWait bounds the wait for the pre-published messages, and runTimeout a run.
 	publishedWait = 5 * time.Minute
 	runTimeout    = 30 * time.Minute
@@ -73,8 +73,10 @@ type Options struct {
 	Prepublished bool
 	// DispatchWindow overrides the scheduler's (0: its default).
 	DispatchWindow int
-	CPUProfile     string    // Go workers' CPU profiles, suffixed with their number
-	Log            io.Writer // progress; nil for none
+	// ExplainOnly sets up the table of N jobs for the plans (Result.Explain) and runs nothing.
+	ExplainOnly bool
+	CPUProfile  string    // Go workers' CPU profiles, suffixed with their number
+	Log         io.Writer // progress; nil for none
 }
 
 // Result is one run's figures.
@@ -85,6 +87,7 @@ type Result struct {
 	WorkerUS, MySQLUS, NATSUS       float64 // CPU µs per job
 	SchedulerUS                     float64
 	PeakRSSMB                       float64 // the largest worker's peak resident memory
+	WorkerAllocs                    float64 // heap allocations per job in the workers (Go handler)
 	Explain                         []string
 	completed, targetRows, jobsLeft int
 }
@@ -96,9 +99,9 @@ func (r Result) Line() string {
 		mode = "prepublished"
 	}
 	return fmt.Sprintf("jetjobs bench: n=%d mode=%s handler=%s workers=%d concurrency=%d storage=%s jobs/s=%.0f "+
-		"worker_us_per_job=%.1f mysql_us_per_job=%.1f nats_us_per_job=%.1f scheduler_us_per_job=%.1f peak_rss_mb=%.0f",
+		"worker_us_per_job=%.1f mysql_us_per_job=%.1f nats_us_per_job=%.1f scheduler_us_per_job=%.1f peak_rss_mb=%.0f worker_allocs_per_job=%.0f",
 		r.N, mode, r.Handler, r.Workers, r.Concurrency, r.Storage, r.JobsPerSecond,
-		r.WorkerUS, r.MySQLUS, r.NATSUS, r.SchedulerUS, r.PeakRSSMB)
+		r.WorkerUS, r.MySQLUS, r.NATSUS, r.SchedulerUS, r.PeakRSSMB, r.WorkerAllocs)
 }
 
 // Run runs the benchmark once.
@@ -109,6 +112,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	defer r.cleanup()
 	if err := r.setup(ctx); err != nil {
 		return nil, err
+	}
+	if o.ExplainOnly {
+		return r.res, nil
 	}
 	if err := r.measure(ctx); err != nil {
 		return nil, err
@@ -181,7 +187,7 @@ func (r *run) setup(ctx context.Context) error {
 	if _, err := jobs.Refresh(ctx, jobsdb.RefreshOptions{Priority: jobsdb.PriorityDefault, Delay: -time.Second}); err != nil {
 		return err
 	}
-	if r.res.Explain, err = jobs.ExplainDueForDispatch(ctx); err != nil {
+	if r.res.Explain, err = jobs.ExplainDueForDispatch(ctx); err != nil || r.o.ExplainOnly {
 		return err
 	}
 	if r.nc, err = nats.Connect(r.o.NATS); err != nil {
@@ -241,18 +247,20 @@ func (r *run) measure(ctx context.Context) error {
 	var workerCPU time.Duration
 	var peak uint64
 	err = r.until(ctx, runTimeout, func() (bool, error) {
-		done := 0
+		done, mallocs := 0, 0.0
 		for _, addr := range r.metrics {
-			n, err := completed(addr)
+			n, m, err := readMetrics(addr)
 			if err != nil {
 				return false, nil // not serving yet
 			}
 			done += n
+			mallocs += m
 		}
 		r.res.completed = done
 		if done < r.o.N {
 			return false, nil
 		}
+		r.res.WorkerAllocs = mallocs / float64(r.o.N)
 		// Read the workers' CPU now, before they stop.
 		for _, w := range r.workers {
 			st, _ := procfs.Read(w.Process.Pid)
@@ -389,28 +397,32 @@ func (r *run) until(ctx context.Context, timeout time.Duration, cond func() (boo
 var metricsClient = &http.Client{Transport: &http.Transport{DisableCompression: true}, Timeout: 5 * time.Second}
 
 // completed reads jetjobs_jobs_completed_total from a worker's /metrics.
-func completed(addr string) (int, error) {
+func readMetrics(addr string) (completed int, mallocs float64, err error) {
 	resp, err := metricsClient.Get("http://" + addr + "/metrics")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	total := 0
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, "jetjobs_jobs_completed_total") {
+		completedLine := strings.HasPrefix(line, "jetjobs_jobs_completed_total")
+		if !completedLine && !strings.HasPrefix(line, "go_memstats_mallocs_total ") {
 			continue
 		}
 		f := strings.Fields(line)
 		v, err := strconv.ParseFloat(f[len(f)-1], 64)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		total += int(v)
+		if completedLine {
+			completed += int(v)
+		} else {
+			mallocs += v
+		}
 	}
-	return total, sc.Err()
+	return completed, mallocs, sc.Err()
 }
 
 // verify checks that every key was computed once: N target rows, no job left, N completions.

@@ -27,13 +27,16 @@ computed once, and prints one line per run:
 
   jetjobs bench: n=… mode=… handler=… workers=… concurrency=… storage=… jobs/s=…
     worker_us_per_job=… mysql_us_per_job=… nats_us_per_job=… scheduler_us_per_job=… peak_rss_mb=…
+    worker_allocs_per_job=…
 
-(CPU seconds of each process over the timed phase divided by the jobs; the MySQL and NATS
-servers are found by the ports they listen on, so both must run on this machine, and nothing
-else should run meanwhile.) --handler go runs a Go no-op handler (this program as "worker"),
+(CPU seconds of each process over the timed phase divided by the jobs, and the workers' heap
+allocations, including their start, per job; the MySQL and NATS servers are found by the
+ports they listen on, so both must run on this machine, and nothing else should run
+meanwhile.) --handler go runs a Go no-op handler (this program as "worker"),
 --handler exec the worker program with a one-line shell script per job. --prepublished
 publishes every job before the clock starts. With --explain it first prints MySQL's plan of
-the statements that pick due jobs, on a table of --n jobs.
+the statements that pick due jobs, on a table of --n jobs; --explain-only prints them and runs
+nothing (make bench-e2e shows them on 10,000,000 jobs).
 
 Usage:
   jetjobs-bench [flags]
@@ -76,6 +79,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write the scheduler's and each Go worker's CPU profile to files of this prefix (.scheduler, .0, .1, …; go tool pprof)")
 	runs := fs.Int("runs", 1, "runs, one line each")
 	explain := fs.Bool("explain", false, "print the plans of the statements that pick due jobs")
+	fs.BoolVar(&o.ExplainOnly, "explain-only", false, "print the plans on a table of --n jobs, and run nothing (--n 10000000 takes about a minute)")
 	quiet := fs.BoolP("quiet", "q", false, "print only the result lines")
 	help := fs.BoolP("help", "h", false, "show this help")
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
@@ -102,13 +106,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	for range *runs {
 		res, err := Run(ctx, o)
-		if res != nil && *explain {
+		if res != nil && (*explain || o.ExplainOnly) {
 			fmt.Fprintln(stdout, "plans on", o.N, "jobs:\n  "+strings.Join(res.Explain, "\n  "))
 			*explain = false
 		}
 		if err != nil {
 			fmt.Fprintln(stderr, "jetjobs-bench:", err)
 			return cli.ExitFailed
+		}
+		if o.ExplainOnly {
+			return cli.ExitOK
 		}
 		fmt.Fprintln(stdout, res.Line())
 	}

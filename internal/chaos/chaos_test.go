@@ -1,18 +1,17 @@
 package chaos_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/jetjobs/jetjobs/internal/buildtest"
 	"github.com/jetjobs/jetjobs/internal/chaos"
 )
 
@@ -33,29 +32,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer collects the run's progress from the harness's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestChaosShort is the chaos run of make test: 3,000 keys through two schedulers and four
 // workers on Debian's NATS 2.9, under a fixed seed's schedule of faults that hits the workers,
 // the scheduler, NATS and MySQL; every count of the checker must be zero.
 func TestChaosShort(t *testing.T) {
-	progress := &syncBuffer{}
+	progress := &buildtest.Output{}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	res, err := chaos.Run(ctx, chaos.Options{

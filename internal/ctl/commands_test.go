@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetjobs/jetjobs/internal/buildtest"
 	"github.com/jetjobs/jetjobs/internal/waitfor"
 )
 
@@ -345,7 +346,7 @@ func TestDataJointJobsTable(t *testing.T) {
 	t.Run("watch stops on interrupt with exit 0", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		out := &syncBuffer{}
+		out := &buildtest.Output{}
 		done := make(chan result)
 		go func() { done <- f.runWith(t, runOpts{ctx: ctx, stdout: out}, "watch", a, "--interval", "100ms") }()
 		waitfor.Within(t, 10*time.Second, "two updates of watch", func() bool { return strings.Count(out.String(), a) >= 2 })

@@ -145,24 +145,6 @@ type runOpts struct {
 	stdout   io.Writer // default: a buffer returned in result.stdout
 }
 
-// syncBuffer is a bytes.Buffer safe to read while jobsctl writes to it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func (f *fixture) run(t *testing.T, args ...string) result {
 	t.Helper()
 	return f.runWith(t, runOpts{}, args...)

@@ -17,8 +17,8 @@ import (
 //
 // A pass reads how much room the dispatch window leaves, publishes due pending jobs that need
 // a message (jobsdb's DueForDispatch: never published, published longer than RedispatchAfter
-// ago, or whose priority's messages are gone from the stream), marks them dispatched and wakes
-// idle workers. Passes come when workers report demand (each fetch that brought messages), when
+// ago, or whose priority's messages are gone from the stream), marks them dispatched
+// MarkDelay later (when most are reserved, so the marks write little) and wakes idle workers. Passes come when workers report demand (each fetch that brought messages), when
 // the refresher or the rescuer pokes, when the next job becomes due (jobsdb's NextDue), and
 // after PollInterval at most: so no pass sleeps while due jobs wait and the stream has room.
 //
@@ -36,10 +36,20 @@ type dispatcher struct {
 	fleet map[string]fleetWorker // by worker id, from the demand reports
 
 	// Owned by the pass in progress.
-	repairedAt time.Time   // when the consumers were last read
-	busy       []int       // the priorities holding messages then (nil: unknown)
-	cursor     *jobsdb.Job // the last job published, while a backlog is worked through
-	fromHead   time.Time   // when a pass last read the due jobs from the most urgent one
+	repairedAt time.Time        // when the consumers were last read
+	busy       []int            // the priorities holding messages then (nil: unknown)
+	cursor     *jobsdb.Job      // the last job published, while a backlog is worked through
+	fromHead   time.Time        // when a pass last read the due jobs from the most urgent one
+	unmarked   []publishedBatch // batches published but not yet marked dispatched, oldest first
+	inFlight   map[string]bool  // the keys (as published) of the unmarked batches
+}
+
+// publishedBatch is a batch of jobs published, to be marked dispatched MarkDelay after they were
+// read for publishing.
+type publishedBatch struct {
+	read time.Time // before the statement that read them
+	keys []jobsdb.Key
+	ids  []string // the keys as published: their entries in inFlight
 }
 
 // fleetWorker is what the demand reports of one worker said last.
@@ -49,7 +59,8 @@ type fleetWorker struct {
 }
 
 func newDispatcher(o *Options, table string, log *slog.Logger, jobs *jobsdb.Jobs, stream *queue.Table) *dispatcher {
-	d := &dispatcher{leaderService: leaderService{o: o, table: table, jobs: jobs}, target: jobs.Target(), stream: stream}
+	d := &dispatcher{leaderService: leaderService{o: o, table: table, jobs: jobs}, target: jobs.Target(), stream: stream,
+		inFlight: make(map[string]bool)}
 	d.init(log, d.runOnce, "dispatch failed; retrying", slog.LevelError, o.PollInterval, o.ErrorBackoffMax)
 	d.begin = d.followDemand
 	return d
@@ -62,6 +73,9 @@ func (d *dispatcher) followDemand() (end func()) {
 	d.fleet = make(map[string]fleetWorker)
 	d.mu.Unlock()
 	d.repairedAt, d.busy = time.Time{}, nil
+	// Batches a former term left unmarked are published again (and refused as already
+	// queued, then marked) by a pass from the head.
+	d.unmarked, d.inFlight = nil, make(map[string]bool)
 	sub, err := d.stream.SubscribeDemand(func(q queue.Demand) {
 		d.mu.Lock()
 		d.fleet[q.Worker] = fleetWorker{slots: q.Slots, seen: time.Now()}
@@ -115,6 +129,9 @@ func (d *dispatcher) runOnce(ctx context.Context) (time.Time, error) {
 func (d *dispatcher) dispatch(ctx context.Context) (time.Time, error) {
 	p := &pass{DispatchEvent: DispatchEvent{Table: d.table}}
 	defer d.report(ctx, p)
+	if err := d.markPublished(ctx, time.Now().Add(-MarkDelay)); err != nil {
+		return time.Time{}, err
+	}
 	window := d.window()
 	p.room = d.room(ctx, window)
 	if p.room < min(d.o.BatchSize, window/refillFraction) {
@@ -173,9 +190,11 @@ func (d *dispatcher) room(ctx context.Context, window int) int {
 	return window - int(h.Messages)
 }
 
-// batch publishes up to limit due jobs and marks them dispatched. It returns how many due
-// jobs it found: fewer than limit means there are no more.
+// batch publishes up to limit due jobs, to be marked dispatched MarkDelay later
+// (markPublished). It returns how many due jobs it found: fewer than limit means there are no
+// more.
 func (d *dispatcher) batch(ctx context.Context, p *pass, limit int, lostAfter time.Duration) (int, error) {
+	read := time.Now()
 	due, err := d.jobs.DueForDispatch(ctx, jobsdb.DueFilter{
 		Limit: limit, RedispatchAfter: d.o.RedispatchAfter, Busy: d.busy, LostAfter: lostAfter, After: d.cursor,
 	})
@@ -192,6 +211,9 @@ func (d *dispatcher) batch(ctx context.Context, p *pass, limit int, lostAfter ti
 		return 0, nil
 	}
 	msgs, keys := d.messages(due)
+	if len(msgs) == 0 {
+		return len(due), nil // all published within MarkDelay
+	}
 	published, err := d.publish(ctx, msgs)
 	if err != nil {
 		d.cursor = nil // what was not stored is found from the head
@@ -205,12 +227,15 @@ func (d *dispatcher) batch(ctx context.Context, p *pass, limit int, lostAfter ti
 		}
 	}
 	if err != nil {
-		return 0, d.markStored(ctx, p, keys, published, err)
+		return 0, d.markStored(ctx, p, keys, published, read, err)
 	}
 	// Every message is now in the stream: new, or still there from an earlier publish.
-	if err := d.jobs.MarkDispatched(ctx, keys); err != nil {
-		return 0, fmt.Errorf("mark %d jobs dispatched: %w", len(keys), err)
+	batch := publishedBatch{read: read, keys: keys, ids: make([]string, len(msgs))}
+	for i, m := range msgs {
+		batch.ids[i] = string(m.Key)
+		d.inFlight[batch.ids[i]] = true
 	}
+	d.unmarked = append(d.unmarked, batch)
 	for _, ok := range published {
 		if ok {
 			p.Published++
@@ -222,7 +247,23 @@ func (d *dispatcher) batch(ctx context.Context, p *pass, limit int, lostAfter ti
 	return len(due), nil
 }
 
-// messages encodes the jobs' keys; a key that cannot be encoded is logged and skipped.
+// markPublished marks dispatched the batches read for publishing before the given time.
+func (d *dispatcher) markPublished(ctx context.Context, readBefore time.Time) error {
+	for len(d.unmarked) > 0 && d.unmarked[0].read.Before(readBefore) {
+		b := d.unmarked[0]
+		if err := d.jobs.MarkDispatched(ctx, b.keys, time.Since(b.read)); err != nil {
+			return fmt.Errorf("mark %d jobs dispatched: %w", len(b.keys), err)
+		}
+		for _, id := range b.ids {
+			delete(d.inFlight, id)
+		}
+		d.unmarked = d.unmarked[1:]
+	}
+	return nil
+}
+
+// messages encodes the jobs' keys; a key that cannot be encoded is logged and skipped, and so
+// is a job published within MarkDelay (not marked yet).
 func (d *dispatcher) messages(due []jobsdb.Job) ([]queue.Message, []jobsdb.Key) {
 	msgs := make([]queue.Message, 0, len(due))
 	keys := make([]jobsdb.Key, 0, len(due))
@@ -230,6 +271,9 @@ func (d *dispatcher) messages(due []jobsdb.Job) ([]queue.Message, []jobsdb.Key) 
 		data, err := d.target.KeyJSON(job.Key)
 		if err != nil {
 			d.log.Error("cannot encode a job's key; skipping it", "key", fmt.Sprint(job.Key), "err", err)
+			continue
+		}
+		if d.inFlight[string(data)] {
 			continue
 		}
 		msgs = append(msgs, queue.Message{Priority: job.Priority, Key: data})
@@ -258,7 +302,7 @@ func (d *dispatcher) publish(ctx context.Context, msgs []queue.Message) ([]bool,
 // markStored marks the jobs whose messages a failed publish stored. The others (refused as
 // already queued, or failed: Publish cannot say which) stay unmarked and are published again
 // on the next pass. It returns the publish's error.
-func (d *dispatcher) markStored(ctx context.Context, p *pass, keys []jobsdb.Key, published []bool, err error) error {
+func (d *dispatcher) markStored(ctx context.Context, p *pass, keys []jobsdb.Key, published []bool, read time.Time, err error) error {
 	var stored []jobsdb.Key
 	for i, ok := range published {
 		if ok {
@@ -266,7 +310,7 @@ func (d *dispatcher) markStored(ctx context.Context, p *pass, keys []jobsdb.Key,
 		}
 	}
 	if len(stored) > 0 {
-		if merr := d.jobs.MarkDispatched(ctx, stored); merr == nil {
+		if merr := d.jobs.MarkDispatched(ctx, stored, time.Since(read)); merr == nil {
 			p.Published += len(stored)
 		}
 	}

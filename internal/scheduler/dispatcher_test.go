@@ -42,6 +42,17 @@ func (d *dispatcher) passOnce(t *testing.T, events chan DispatchEvent) DispatchE
 	}
 }
 
+// markAll marks every published job dispatched now, without waiting for MarkDelay.
+func (d *dispatcher) markAll(t *testing.T) {
+	t.Helper()
+	if err := d.markPublished(t.Context(), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.unmarked) != 0 || len(d.inFlight) != 0 {
+		t.Fatalf("%d batches, %d keys left unmarked", len(d.unmarked), len(d.inFlight))
+	}
+}
+
 func TestDispatcher(t *testing.T) {
 	t.Parallel()
 
@@ -78,6 +89,7 @@ func TestDispatcher(t *testing.T) {
 		if ev := d.passOnce(t, events); ev.Published != 0 {
 			t.Errorf("a pass with a full window published %d", ev.Published)
 		}
+		d.markAll(t)
 		if n, w := b.dispatched(t), b.waiting(t); n != 5 || w != 5 {
 			t.Fatalf("%d jobs dispatched, %d messages waiting; want 5 and 5", n, w)
 		}
@@ -97,6 +109,7 @@ func TestDispatcher(t *testing.T) {
 		if ev := d.passOnce(t, events); ev.Published != 3 {
 			t.Errorf("after workers finished 3 messages, a pass published %d, want 3", ev.Published)
 		}
+		d.markAll(t)
 		if n, w := b.dispatched(t), b.waiting(t); n != 8 || w != 5 {
 			t.Errorf("%d jobs dispatched, %d messages waiting; want 8 and 5", n, w)
 		}

@@ -36,7 +36,8 @@
 //     publish every due pending job that has no message yet (dispatched_time NULL), every one
 //     published longer than RedispatchAfter ago (2·nats.ack_wait + jobs.lease_duration by
 //     default), whose message may have been lost, and every one whose priority's messages are
-//     gone from the stream; mark them dispatched and wake idle workers. Publishing is
+//     gone from the stream; wake idle workers, and mark the jobs dispatched MarkDelay later
+//     (most are reserved by then, which leaves little to write). Publishing is
 //     idempotent (a job's subject holds at most one message), so a republish of a job whose
 //     message still waits changes nothing. It passes again when the next job becomes due
 //     (jobsdb NextDue), when poked, and after PollInterval (1 s) at most, since jobsctl,

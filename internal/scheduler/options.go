@@ -45,6 +45,11 @@ const (
 	// scheduler publishes for the table, so this only guards against an overlapping former
 	// leader.
 	LostAfter = time.Second
+	// MarkDelay is how long after a publish the dispatcher marks its jobs dispatched
+	// (jobsdb's MarkDispatched): by then most of them are reserved, and the UPDATE writes
+	// only the rows still waiting. Meanwhile the dispatcher remembers them, so that a pass
+	// from the head does not publish them again.
+	MarkDelay = time.Second
 	// RepairInterval is how often the dispatcher reads the stream's consumers (to repair the
 	// stream and find priorities whose messages are gone); in between a pass reads only the
 	// stream's message count, which stays cheap on a deep stream.

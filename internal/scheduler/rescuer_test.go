@@ -75,6 +75,8 @@ func TestRescuer(t *testing.T) {
 		waitfor.Within(t, 10*time.Second, "job 1 recovered", func() bool { return b.job(t, 1).Status == jobsdb.StatusPending })
 		b.expire(t, 2)
 		waitfor.Within(t, 10*time.Second, "job 2 recovered", func() bool { return b.job(t, 2).Status == jobsdb.StatusPending })
+		// The poke follows the recovery's commit: wait for it.
+		waitfor.Within(t, 10*time.Second, "a poke per recovery", func() bool { return pokes.Load() >= 2 })
 		if n := pokes.Load(); n != 2 {
 			t.Errorf("the dispatcher was poked %d times for two recoveries", n)
 		}

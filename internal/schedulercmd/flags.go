@@ -74,6 +74,7 @@ Environment (flags override the environment, which overrides the config file):
   %-18s configuration file, as --config
   %-18s MySQL DSN, as --mysql
   %-18s NATS URL, as --nats
+  GOGC               Go's garbage collector target (default 400 here, not Go's 100)
 
 Telemetry (OpenTelemetry; unset means none, so nothing is exported unless asked for):
   %-22s otlp, console or none (default none): the publish span of each job,
@@ -100,7 +101,10 @@ key_source); jobs.auto_refresh and jobs.refresh_interval (refresh schedule);
 jobs.default_priority, jobs.stale_timeout and jobs.orphan_timeout (refresh arguments);
 jobs.lease_duration (expired leases are recovered every lease_duration/4, and a due job is
 republished when its message is older than 2·nats.ack_wait + lease_duration, in case it was
-lost); nats.url, nats.credentials, nats.tls_*, nats.subject_prefix, nats.replicas, nats.ack_wait.
+lost); nats.url, nats.credentials, nats.tls_*, nats.subject_prefix, nats.replicas, nats.ack_wait;
+nats.storage (file or memory, default file: see the README's Benchmarks) and
+nats.dispatch_window (most messages waiting in a table's stream, default 20000; within it the
+window follows the workers' slots); mysql.dsn and mysql.max_open_conns (default 8).
 
 Exit status: 0 after a clean stop, 1 on failure, 2 on bad usage or configuration.
 `, fs.FlagUsagesWrapped(110), config.EnvConfig, config.EnvMySQLDSN, config.EnvNATSURL,

@@ -40,6 +40,7 @@ const (
 // signal kills the process the default way. It is the process's main: it routes the MySQL
 // driver's own log through the program's logger.
 func Main(args []string, stdout, stderr io.Writer) int {
+	cli.TuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {

@@ -55,7 +55,14 @@ releases the rest to pending; a second signal releases them at once.
 Exit codes: 0 done, 1 a job failed (without --suppress-errors) or the worker failed,
 2 bad usage or configuration.
 
-Environment: JETJOBS_CONFIG, JETJOBS_MYSQL_DSN, JETJOBS_NATS_URL. Telemetry:
+Configuration keys the worker uses (JSON file, see --config): mysql.dsn and
+mysql.max_open_conns (its MySQL pool, default 8); nats.url, nats.credentials, nats.tls_*,
+nats.subject_prefix, nats.ack_wait; jobs.lease_duration (heartbeats every lease_duration/3),
+jobs.max_attempts, jobs.retry_backoff, jobs.version_method, jobs.keep_completed;
+jobs.record_batch (most outcomes per recording transaction, default 500) and
+jobs.record_delay (longest a finished job waits for others to join its batch, default 0.002 s).
+
+Environment: JETJOBS_CONFIG, JETJOBS_MYSQL_DSN, JETJOBS_NATS_URL; GOGC (default 400 here). Telemetry:
 OTEL_TRACES_EXPORTER and OTEL_METRICS_EXPORTER (otlp, console, none; default none) with the
 standard OTEL_EXPORTER_OTLP_* settings; the scheduler's trace context reaches each job's spans.
 
@@ -95,6 +102,7 @@ func Main(args []string, stdout, stderr io.Writer) int { return MainWith(nil, ar
 // MainWith is Main with a Go handler instead of --exec's command, for programs that embed the
 // worker program (the benchmark's no-op worker); a nil handler means --exec's.
 func MainWith(handler worker.Handler, args []string, stdout, stderr io.Writer) int {
+	cli.TuneGC()
 	fs := pflag.NewFlagSet("worker", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgFlags := config.AddFlags(fs)
