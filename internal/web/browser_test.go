@@ -15,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/jetjobs/jetjobs/internal/browsertest"
+	"github.com/jetjobs/jetjobs/internal/waitfor"
 	"github.com/jetjobs/jetjobs/internal/web"
 )
 
@@ -59,19 +60,10 @@ func text(t *testing.T, ctx context.Context, sel string) string {
 	return s
 }
 
-// within polls cond in the page until it holds.
+// within polls a JavaScript condition in the page until it holds.
 func within(t *testing.T, ctx context.Context, d time.Duration, what, expr string) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		if eval[bool](t, ctx, expr) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s (%s)", d, what, expr)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitfor.Within(t, d, what, func() bool { return eval[bool](t, ctx, expr) })
 }
 
 const pageCounts = `(() => {
