@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -525,5 +527,41 @@ func TestStaticAndPages(t *testing.T) {
 	}
 	if r := f.get(t, "/nothing"); r.code != http.StatusNotFound {
 		t.Errorf("GET /nothing: %d", r.code)
+	}
+}
+
+// Requests that find the same stale reading wait for one new reading together.
+func TestStaleOverviewIsReadOnce(t *testing.T) {
+	t.Parallel()
+	var reads atomic.Int32
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	f := newFixture(t, 1, 2, func(o *web.Options) {
+		o.Interval = time.Hour // no background reading after the first
+		o.Now = func() time.Time { return time.Unix(0, clock.Load()) }
+		o.Stream = func(ctx context.Context, tg *jobsdb.Target) (queue.Health, error) {
+			reads.Add(1)
+			time.Sleep(100 * time.Millisecond)
+			return queue.Health{}, nil
+		}
+	})
+	f.get(t, "/api/overview")
+	before := reads.Load()
+	f.get(t, "/api/overview")
+	if n := reads.Load() - before; n != 0 {
+		t.Fatalf("%d readings for a request on a fresh reading", n)
+	}
+	clock.Add(int64(3 * time.Hour)) // the reading is now older than two intervals
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.get(t, "/api/overview")
+		}()
+	}
+	wg.Wait()
+	if n := reads.Load() - before; n != 1 {
+		t.Errorf("%d readings for 10 requests on the same stale reading, want 1", n)
 	}
 }

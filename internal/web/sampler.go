@@ -67,6 +67,24 @@ func (sm *sampler) run(ctx context.Context) {
 func (sm *sampler) once(ctx context.Context) {
 	sm.readMu.Lock()
 	defer sm.readMu.Unlock()
+	sm.readAll(ctx)
+}
+
+// onceAfter reads every table unless a reading started after last ended meanwhile: requests
+// that found the same stale reading wait for one new reading, not one each.
+func (sm *sampler) onceAfter(ctx context.Context, last time.Time) {
+	sm.readMu.Lock()
+	defer sm.readMu.Unlock()
+	sm.mu.Lock()
+	fresh := !sm.lastSample.Equal(last)
+	sm.mu.Unlock()
+	if !fresh {
+		sm.readAll(ctx)
+	}
+}
+
+// readAll reads every table, at once; the caller holds readMu.
+func (sm *sampler) readAll(ctx context.Context) {
 	start := sm.s.opts.Now()
 	var wg sync.WaitGroup
 	for _, name := range sm.s.opts.Tables {
@@ -149,10 +167,11 @@ func (sm *sampler) read(ctx context.Context, name string) {
 // intervals (nobody asked for a while, so the sampler paused), it reads first.
 func (sm *sampler) overview(ctx context.Context) (Overview, error) {
 	sm.mu.Lock()
-	stale := sm.lastSample.IsZero() || sm.s.opts.Now().Sub(sm.lastSample) > 2*sm.s.opts.Interval
+	last := sm.lastSample
+	stale := last.IsZero() || sm.s.opts.Now().Sub(last) > 2*sm.s.opts.Interval
 	sm.mu.Unlock()
 	if stale {
-		sm.once(ctx)
+		sm.onceAfter(ctx, last)
 		if err := ctx.Err(); err != nil {
 			return Overview{}, err
 		}
