@@ -187,6 +187,7 @@ const (
 	errDupFieldName    = 1060 // ER_DUP_FIELDNAME: ALTER TABLE ADD of a column that exists
 	errParse           = 1064 // ER_PARSE_ERROR
 	errNoSuchTable     = 1146 // ER_NO_SUCH_TABLE
+	errNoSuchIndex     = 1176 // ER_KEY_DOES_NOT_EXITS: an index hint names no index of the table
 	errBinlogStmtMode  = 1665 // ER_BINLOG_STMT_MODE_AND_ROW_ENGINE: READ COMMITTED with a statement-based binary log
 )
 
@@ -218,6 +219,9 @@ func isUnknownColumn(err error, names []string) bool {
 	}
 	return false
 }
+
+// isNoSuchIndex reports an index hint naming an index the table does not have.
+func isNoSuchIndex(err error) bool { return mysqlErrorNumber(err) == errNoSuchIndex }
 
 // isDuplicateColumn reports an ALTER TABLE ADD COLUMN of a column that exists: another process
 // added it first.

@@ -23,7 +23,10 @@ type Filter struct {
 	Restrictions []Restriction
 	MaxPriority  *int // only priority <= *MaxPriority
 	DueOnly      bool // only scheduled_time <= now
-	Limit        int  // List only; 0 = no limit
+	// ErrorMessage, when not nil, selects the jobs whose error_message equals it (as the
+	// column's collation compares: one group of ErrorGroups).
+	ErrorMessage *string
+	Limit        int // List only; 0 = no limit
 }
 
 // micros is d in whole microseconds, the unit of every interval jobsdb sends.

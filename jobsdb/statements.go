@@ -60,8 +60,12 @@ const jobColumns = "`status`, `priority`, `created_time`, `scheduled_time`, `res
 // dataJointJobColumns read a jobs table that DataJoint declared and jetjobs has not adopted
 // yet: its jetjobs columns read as their defaults, so reading never needs to alter the table.
 const dataJointJobColumns = "`status`, `priority`, `created_time`, `scheduled_time`, `reserved_time`, `completed_time`, " +
-	"`duration`, `error_message`, `user`, `host`, `pid`, `connection_id`, `version`, 0, " +
-	"NULL, NULL"
+	"`duration`, `error_message`, `user`, `host`, `pid`, `connection_id`, `version`, 0 AS `attempts`, " +
+	"NULL AS `lease_expires`, NULL AS `dispatched_time`"
+
+// statusIndex is the name of the (status, priority, scheduled_time) index: DataJoint declares it
+// unnamed, and MySQL and MariaDB name it after its first column.
+const statusIndex = "`status`"
 
 // The guards shared by several statements.
 const (
@@ -165,11 +169,16 @@ type statements struct {
 
 	// Reading jobs: a head, then the filter, then orderJobs.
 	selectJobs jobsSelect // without error_stack
+	seekJobs   jobsSelect // selectJobs, reading the status index from a position (Page)
 	selectDue  string     // what a publish needs: key, priority, scheduled_time
 	selectJob  jobsSelect // with error_stack, WHERE the key (Get)
 	orderJobs  string
 	orderDue   string // within one priority
 	dueAfter   string // within one priority, after a (scheduled_time, key): dueAfterArgs
+	pageAfter  string // after a (priority, scheduled_time, key) in orderJobs: lexicalArgs
+	// errorGroups counts error jobs per message, followed by a filter's AND, then errorGroupsTail.
+	errorGroups     string
+	errorGroupsTail string
 }
 
 // jobsSelect is a SELECT of jobs in two spellings: for an adopted jobs table, and for one that
@@ -304,6 +313,10 @@ func newStatements(t *Target) *statements {
 		jetjobs:   "SELECT " + keys + ", " + jobColumns + " FROM " + s.table,
 		dataJoint: "SELECT " + keys + ", " + dataJointJobColumns + " FROM " + s.table,
 	}
+	s.seekJobs = jobsSelect{
+		jetjobs:   s.selectJobs.jetjobs + " FORCE INDEX (" + statusIndex + ")",
+		dataJoint: s.selectJobs.dataJoint + " FORCE INDEX (" + statusIndex + ")",
+	}
 	s.selectDue = "SELECT " + keys + ", `priority`, `scheduled_time` FROM " + s.table
 	s.selectJob = jobsSelect{
 		jetjobs:   "SELECT " + keys + ", " + jobColumns + ", `error_stack` FROM " + s.table + " WHERE " + keyEquals(t, "", ""),
@@ -313,6 +326,13 @@ func newStatements(t *Target) *statements {
 	s.orderJobs = " ORDER BY `priority`, `scheduled_time`, " + keys
 	s.orderDue = " ORDER BY `scheduled_time`, " + keys
 	s.dueAfter = afterCondition(t)
+	pageCols := []string{"`priority`", "`scheduled_time`"}
+	for _, c := range t.KeyColumns {
+		pageCols = append(pageCols, quoteIdent(c.Name))
+	}
+	s.pageAfter = lexicallyAfter(pageCols)
+	s.errorGroups = "SELECT `error_message`, COUNT(*), MAX(`completed_time`) FROM " + s.table + " WHERE `status` = 'error'"
+	s.errorGroupsTail = " GROUP BY `error_message` ORDER BY COUNT(*) DESC, `error_message` LIMIT ?"
 	return s
 }
 
@@ -607,6 +627,9 @@ func (t *Target) filterConds(f Filter) (*conds, error) {
 	if f.DueOnly {
 		c.add("`scheduled_time` <= NOW(3)")
 	}
+	if f.ErrorMessage != nil {
+		c.add("`error_message` = ?", *f.ErrorMessage)
+	}
 	if err := t.addRestrictions(c, "", f.Restrictions); err != nil {
 		return nil, err
 	}
@@ -622,6 +645,11 @@ func afterCondition(t *Target) string {
 	for _, c := range t.KeyColumns {
 		cols = append(cols, quoteIdent(c.Name))
 	}
+	return lexicallyAfter(cols)
+}
+
+// lexicallyAfter is "(cols…) > (?, ?…)" spelled out term by term (see afterCondition).
+func lexicallyAfter(cols []string) string {
 	terms := make([]string, len(cols))
 	for i := range cols {
 		var parts []string
@@ -636,7 +664,11 @@ func afterCondition(t *Target) string {
 
 // afterArgs are the arguments of afterCondition for the position (scheduled, key).
 func afterArgs(scheduled time.Time, key Key) []any {
-	values := append([]any{scheduled}, key...)
+	return lexicalArgs(append([]any{scheduled}, key...))
+}
+
+// lexicalArgs are the arguments of lexicallyAfter for the position values.
+func lexicalArgs(values []any) []any {
 	var args []any
 	for i := range values {
 		args = append(args, values[:i+1]...)

@@ -79,6 +79,7 @@ func init() {
 		dropCommand(),
 		watchCommand(),
 		streamCommand(),
+		serveCommand(),
 		completionCommand(),
 		helpCommand(),
 		tablesCommand(),

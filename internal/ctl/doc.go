@@ -17,10 +17,16 @@
 //     nothing and exit 2.
 //   - Field names of -o json and -o csv are snake_case, documented in 'jobsctl help output'
 //     from the same column definitions that produce them, and never renamed.
+//     The web console (serve, package internal/web) answers its JSON API with the same names
+//     and formats for the same objects; serve_test.go compares the two.
 //   - A jobs table declared by DataJoint is never dropped or rewritten: progress, list, errors
 //     and show read it as it is; retry, which writes jetjobs' columns, adopts it first through
 //     jobsdb Declare (adding the columns with their defaults), and says so on stderr.
 //   - Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration.
+//
+// serve runs the web console (package internal/web) on the session's configuration, database
+// and stream settings; it is read-only unless --allow-actions, and beyond loopback only with
+// a token.
 //
 // Main is what cmd/jobsctl calls; Run takes an Env (streams, environment, terminal detection,
 // time zone and clock) so tests run jobsctl in-process.

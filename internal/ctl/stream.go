@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/pflag"
 
 	"github.com/jetjobs/jetjobs/config"
@@ -46,20 +47,13 @@ func streamCommand() *command {
 				}
 				cfg, _ := s.config()
 				cctx, cancel := s.connectContext(ctx)
-				nc, err := queue.Connect(cctx, queue.ConnectOptions{
-					URL:         cfg.NATS.URL,
-					Credentials: cfg.NATS.Credentials,
-					TLSCA:       cfg.NATS.TLSCA,
-					TLSCert:     cfg.NATS.TLSCert,
-					TLSKey:      cfg.NATS.TLSKey,
-					Name:        "jetjobs-jobsctl",
-				})
+				nc, err := connectNATS(cctx, cfg)
 				cancel()
 				if err != nil {
-					return fmt.Errorf("connect to NATS at %s: %w (set the URL with --nats, %s or nats.url in the config file)", redactURLs(cfg.NATS.URL), err, config.EnvNATSURL)
+					return err
 				}
 				defer nc.Close()
-				qcfg := queue.Config{Prefix: cfg.NATS.SubjectPrefix, Replicas: cfg.NATS.Replicas, AckWait: cfg.NATS.AckWait.Duration()}
+				qcfg := streamConfig(cfg)
 				r := &records{cols: streamColumns}
 				perTable := make(object, 0, len(all))
 				for _, j := range all {
@@ -93,6 +87,28 @@ func streamCommand() *command {
 			}
 		},
 	}
+}
+
+// connectNATS connects to the configuration's NATS servers as jobsctl (stream, serve).
+func connectNATS(ctx context.Context, cfg config.Config) (*nats.Conn, error) {
+	nc, err := queue.Connect(ctx, queue.ConnectOptions{
+		URL:         cfg.NATS.URL,
+		Credentials: cfg.NATS.Credentials,
+		TLSCA:       cfg.NATS.TLSCA,
+		TLSCert:     cfg.NATS.TLSCert,
+		TLSKey:      cfg.NATS.TLSKey,
+		Name:        "jetjobs-jobsctl",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w (set the URL with --nats, %s or nats.url in the config file)", redactURLs(cfg.NATS.URL), err, config.EnvNATSURL)
+	}
+	return nc, nil
+}
+
+// streamConfig is the stream settings jobsctl opens a table's stream with: those of the
+// configuration, but never its storage, so that looking never recreates a stream.
+func streamConfig(cfg config.Config) queue.Config {
+	return queue.Config{Prefix: cfg.NATS.SubjectPrefix, Replicas: cfg.NATS.Replicas, AckWait: cfg.NATS.AckWait.Duration()}
 }
 
 // redactURLs hides passwords and tokens in a comma-separated list of NATS URLs.

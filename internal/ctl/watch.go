@@ -15,9 +15,6 @@ import (
 const (
 	defaultWatchInterval = 2 * time.Second
 	minWatchInterval     = 100 * time.Millisecond
-	// rateWindow is how far back watch looks to compute a rate: long enough to smooth batches,
-	// short enough to follow a change in the number of workers.
-	rateWindow = 30 * time.Second
 )
 
 var watchColumns = append(append([]column{
@@ -195,41 +192,13 @@ func (w *watcher) lineMode(r *records) error {
 	return err
 }
 
-// rateEstimator turns successive counts of unfinished jobs into a rate and an ETA.
-type rateEstimator struct {
-	samples []sample
-}
-
-type sample struct {
-	at        time.Time
-	remaining int64
-}
+// rateEstimator turns successive counts of unfinished jobs into a rate and an ETA: the
+// estimator the web console uses too (cli.RateEstimator), as output cells.
+type rateEstimator struct{ cli.RateEstimator }
 
 // observe records the number of unfinished (pending + reserved) jobs at a time and returns the
-// rate at which they decreased over the last rateWindow, and the time left at that rate.
+// rate at which they decreased over the last cli.RateWindow, and the time left at that rate.
 func (e *rateEstimator) observe(at time.Time, remaining int64) (rateCell, etaCell) {
-	e.samples = append(e.samples, sample{at, remaining})
-	for len(e.samples) > 2 && at.Sub(e.samples[1].at) >= rateWindow {
-		e.samples = e.samples[1:]
-	}
-	if remaining == 0 && len(e.samples) < 2 {
-		return rateCell{}, etaCell{ok: true}
-	}
-	if len(e.samples) < 2 {
-		return rateCell{}, etaCell{}
-	}
-	first := e.samples[0]
-	dt := at.Sub(first.at).Seconds()
-	if dt <= 0 {
-		return rateCell{}, etaCell{}
-	}
-	rate := max(float64(first.remaining-remaining)/dt, 0)
-	switch {
-	case remaining == 0:
-		return rateCell{rate, true}, etaCell{ok: true}
-	case rate > 0:
-		return rateCell{rate, true}, etaCell{time.Duration(float64(remaining) / rate * float64(time.Second)), true}
-	default:
-		return rateCell{rate, true}, etaCell{}
-	}
+	r := e.Observe(at, remaining)
+	return rateCell{r.PerSecond, r.Known}, etaCell{r.ETA, r.ETAKnown}
 }
