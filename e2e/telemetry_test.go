@@ -33,7 +33,13 @@ func TestTelemetryAcrossProcesses(t *testing.T) {
 		return e.count("SELECT COUNT(*) FROM __analysis") == 3 &&
 			e.count("SELECT COUNT(*) FROM `~~analysis` WHERE status = 'error'") == 1
 	})
-	metrics := scrape(t, "http://"+addr+"/metrics")
+	// The counters follow the commits that the database shows: wait for them too.
+	var metrics string
+	waitFor(t, "the counters to count them", func() bool {
+		metrics = scrape(t, "http://"+addr+"/metrics")
+		return metricValue(t, metrics, "jetjobs_jobs_completed_total", e.table()) >= 3 &&
+			metricValue(t, metrics, "jetjobs_jobs_failed_total", e.table()) >= 1
+	})
 	for name, want := range map[string]int{"jetjobs_jobs_completed_total": 3, "jetjobs_jobs_failed_total": 1, "jetjobs_jobs_reserved_total": 4} {
 		if got := metricValue(t, metrics, name, e.table()); got != want {
 			t.Errorf("%s = %d, want %d", name, got, want)
