@@ -37,6 +37,9 @@ type job struct {
 	keyJSON []byte
 	// extra marks a lease won without a slot of its own (see releaseUnmatched).
 	extra bool
+	// ran marks a job whose handler returned: its slot was freed then, while its outcome
+	// waits for its recording (the completer's buffer bounds how many wait).
+	ran bool
 
 	lease    jobsdb.Lease
 	reserved time.Time // when the reservation statement was sent
@@ -134,7 +137,12 @@ func (w *Worker) run(takeCtx context.Context, j *job) {
 		}
 	}
 	j.finishing.Store(true)
+	j.ran = !j.extra
 	t.completer.add(j)
+	if j.ran {
+		// The next job's fetch and reservation overlap this one's recording.
+		w.releaseSlots(1)
+	}
 }
 
 // call runs the handler, turning a panic into an error with its stack.
@@ -230,7 +238,7 @@ func (w *Worker) settled(j *job, applied bool, err error) {
 	}
 	stop := (w.failed && !w.opts.SuppressErrors) || (w.opts.MaxCalls > 0 && w.finished >= w.opts.MaxCalls)
 	w.mu.Unlock()
-	if !j.extra {
+	if !j.extra && !j.ran {
 		w.releaseSlots(1)
 	}
 	select {
