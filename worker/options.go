@@ -115,7 +115,9 @@ type Options struct {
 	Handler Handler
 
 	// Concurrency is the number of jobs run at once (populate's processes). It also bounds
-	// each fetch and its reservation statement. Default ConcurrencyDefault.
+	// each fetch and its reservation statement. A job's slot is freed when its handler
+	// returns; its outcome then waits for its batch to be recorded (at most 4 × RecordBatch
+	// wait, beyond which finishing jobs wait for room). Default ConcurrencyDefault.
 	Concurrency int
 	// MaxCalls stops the worker after this many jobs finished (succeeded, failed or were
 	// retried); 0 means no limit. It counts finished jobs, not candidates.
