@@ -61,3 +61,38 @@ func parseDemand(payload []byte) (Demand, bool) {
 	}
 	return Demand{Worker: fields[0], Taken: taken, Slots: slots}, true
 }
+
+// The last tokens of a table's event subjects (package notify), which the stream does not
+// capture either.
+const (
+	NotifyToken   = "notify"
+	InsertedToken = "inserted"
+)
+
+// PublishInserted tells, on the table's inserted subject (<prefix>.<schema>.<table>.inserted),
+// that rows with these keys (each a JSON object, as the jobs' messages carry them) were
+// inserted into the target table: workers call it once the jobs' successes are committed, so
+// that the schedulers of the tables depending on this one refresh them at once. It is
+// fire-and-forget; a lost message leaves the keys to the periodic refresh.
+func (t *Table) PublishInserted(keys [][]byte) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	n := 2 + len(keys) - 1
+	for _, k := range keys {
+		n += len(k)
+	}
+	payload := make([]byte, 0, n)
+	payload = append(payload, '[')
+	for i, k := range keys {
+		if i > 0 {
+			payload = append(payload, ',')
+		}
+		payload = append(payload, k...)
+	}
+	payload = append(payload, ']')
+	if err := t.nc.Publish(t.base+"."+InsertedToken, payload); err != nil {
+		return fmt.Errorf("queue: publish the inserted keys of %s: %w", t.stream, err)
+	}
+	return nil
+}

@@ -41,7 +41,10 @@ type completer struct {
 	delay       time.Duration
 	stopTimeout time.Duration
 	settled     func(j *job, applied bool, err error)
-	in          chan *job
+	// inserted, when not nil, is told the keys of the successes each commit recorded, so
+	// that the tables depending on this one are refreshed for them at once.
+	inserted func(keys [][]byte)
+	in       chan *job
 
 	// acking holds a token per batch of acks in flight; acks waits for them at the end.
 	acking chan struct{}
@@ -170,8 +173,25 @@ func (c *completer) settle(ctx context.Context, group []*job, record recordFunc)
 		return
 	}
 	c.settleMessages(group, applied)
+	c.announce(group, applied)
 	for i, j := range group {
 		c.settled(j, applied[i], nil)
+	}
+}
+
+// announce tells inserted the keys of the group's recorded successes.
+func (c *completer) announce(group []*job, applied []bool) {
+	if c.inserted == nil {
+		return
+	}
+	var keys [][]byte
+	for i, j := range group {
+		if applied[i] && j.outcome.Kind == jobsdb.OutcomeSuccess && len(j.keyJSON) > 0 {
+			keys = append(keys, j.keyJSON)
+		}
+	}
+	if len(keys) > 0 {
+		c.inserted(keys)
 	}
 }
 

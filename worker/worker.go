@@ -267,6 +267,11 @@ func (w *Worker) openTable(ctx context.Context, t Table) (*table, error) {
 		keeper:    newKeeper(jobs, min(lease, q.Config().AckWait)/3, log),
 		completer: newCompleter(w.opts, jobs, w.settled),
 	}
+	tbl.completer.inserted = func(keys [][]byte) {
+		if err := q.PublishInserted(keys); err != nil {
+			log.Debug("cannot announce completed keys; the tables depending on this one find them at their periodic refresh", "err", err)
+		}
+	}
 	// The services run until the worker stops them, whatever happens to ctx meanwhile.
 	if err := startstop.StartAll(context.WithoutCancel(ctx), tbl.completer, tbl.keeper); err != nil {
 		return nil, err

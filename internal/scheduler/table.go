@@ -133,9 +133,10 @@ func (t *table) prepare(ctx context.Context) (*queue.Table, bool) {
 }
 
 // services are the leader's services for one term: the dispatcher, the rescuer, the
-// refresher (unless the periodic refresh is off) and the sampler (when metrics are on). The
-// refresher pokes the dispatcher and the sampler after each refresh, the rescuer pokes the
-// dispatcher when it recovered jobs.
+// refresher (unless the periodic refresh is off), the events service (unless events are off)
+// and the sampler (when metrics are on). The refresher pokes the dispatcher and the sampler
+// after each refresh, the events service after each refresh that added jobs, the rescuer
+// pokes the dispatcher when it recovered jobs.
 func (t *table) services(stream *queue.Table) []startstop.Service {
 	d := newDispatcher(t.o, t.spec.Name, t.log, t.jobs, stream)
 	services := []startstop.Service{d, newRescuer(t.o, t.spec.Name, t.log, t.jobs, d.Poke)}
@@ -146,6 +147,9 @@ func (t *table) services(stream *queue.Table) []startstop.Service {
 	}
 	if !t.o.Refresh.Disabled {
 		services = append(services, newRefresher(t.o, t.spec.Name, t.log, t.jobs, refreshed))
+	}
+	if !t.o.Events.Disabled {
+		services = append(services, newEvents(t.o, t.spec, t.log, t.jobs, refreshed))
 	}
 	return services
 }
