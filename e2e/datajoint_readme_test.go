@@ -15,45 +15,6 @@ import (
 	"github.com/jetjobs/jetjobs/internal/natstest"
 )
 
-// snippet is a fenced code block of the README.
-type snippet struct {
-	lang, text string
-	line       int // where it starts in the README
-}
-
-// readmeSection returns the fenced code blocks of the README's section titled title.
-func readmeSection(t *testing.T, title string) []snippet {
-	t.Helper()
-	root, err := djtest.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(filepath.Join(root, "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var snippets []snippet
-	var in *snippet
-	inSection := false
-	for i, line := range strings.Split(string(data), "\n") {
-		switch {
-		case in != nil && line == "```":
-			snippets = append(snippets, *in)
-			in = nil
-		case in != nil:
-			in.text += line + "\n"
-		case strings.HasPrefix(line, "## "):
-			inSection = line == "## "+title
-		case inSection && strings.HasPrefix(line, "```"):
-			in = &snippet{lang: strings.TrimPrefix(line, "```"), line: i + 1}
-		}
-	}
-	if len(snippets) == 0 {
-		t.Fatalf("the README has no section %q with code", title)
-	}
-	return snippets
-}
-
 // Every snippet of the README's DataJoint section, run as written in the order given: the
 // package installed with pip (into a virtual environment), the pipeline module and the
 // configuration written to their files, the commands run by bash, the Python run, and its

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jetjobs/jetjobs/internal/buildtest"
+	"github.com/jetjobs/jetjobs/internal/djtest"
 	"github.com/jetjobs/jetjobs/internal/mysqltest"
 )
 
@@ -341,4 +342,43 @@ func (e *env) checkInvariants(killedAt map[int]time.Time, lease time.Duration) {
 			e.t.Errorf("key %s was computed %d times by live workers (killed: %v): %s", key, computed, killedAt, strings.Join(desc, "; "))
 		}
 	}
+}
+
+// snippet is a fenced code block of the README.
+type snippet struct {
+	lang, text string
+	line       int // where it starts in the README
+}
+
+// readmeSection returns the fenced code blocks of the README's section titled title.
+func readmeSection(t *testing.T, title string) []snippet {
+	t.Helper()
+	root, err := djtest.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snippets []snippet
+	var in *snippet
+	inSection := false
+	for i, line := range strings.Split(string(data), "\n") {
+		switch {
+		case in != nil && line == "```":
+			snippets = append(snippets, *in)
+			in = nil
+		case in != nil:
+			in.text += line + "\n"
+		case strings.HasPrefix(line, "## "):
+			inSection = line == "## "+title
+		case inSection && strings.HasPrefix(line, "```"):
+			in = &snippet{lang: strings.TrimPrefix(line, "```"), line: i + 1}
+		}
+	}
+	if len(snippets) == 0 {
+		t.Fatalf("the README has no section %q with code", title)
+	}
+	return snippets
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -95,4 +96,33 @@ func (t *Table) PublishInserted(keys [][]byte) error {
 		return fmt.Errorf("queue: publish the inserted keys of %s: %w", t.stream, err)
 	}
 	return nil
+}
+
+// dueToken is the last token of a table's due subject.
+const dueToken = "due"
+
+// PublishDue tells the table's scheduler that a job becomes due after d (a retry that was just
+// recorded), so that it publishes the job on time rather than at its next poll. It is
+// fire-and-forget, as a lost message only delays the job until that poll.
+func (t *Table) PublishDue(d time.Duration) error {
+	payload := strconv.AppendInt(nil, max(d, 0).Microseconds(), 10)
+	if err := t.nc.Publish(t.base+"."+dueToken, payload); err != nil {
+		return fmt.Errorf("queue: publish a due time of %s: %w", t.stream, err)
+	}
+	return nil
+}
+
+// SubscribeDue calls f, on a goroutine of the connection, with the delay of every due message
+// of the table (PublishDue), counted from its arrival; malformed messages are dropped.
+func (t *Table) SubscribeDue(f func(time.Duration)) (*nats.Subscription, error) {
+	sub, err := t.nc.Subscribe(t.base+"."+dueToken, func(m *nats.Msg) {
+		us, err := strconv.ParseInt(string(m.Data), 10, 64)
+		if err == nil && us >= 0 {
+			f(time.Duration(us) * time.Microsecond)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue: subscribe to the due times of %s: %w", t.stream, err)
+	}
+	return sub, nil
 }

@@ -267,9 +267,16 @@ func (w *Worker) openTable(ctx context.Context, t Table) (*table, error) {
 		keeper:    newKeeper(jobs, min(lease, q.Config().AckWait)/3, log),
 		completer: newCompleter(w.opts, jobs, w.settled),
 	}
-	tbl.completer.inserted = func(keys [][]byte) {
-		if err := q.PublishInserted(keys); err != nil {
-			log.Debug("cannot announce completed keys; the tables depending on this one find them at their periodic refresh", "err", err)
+	if !w.opts.NoEvents {
+		tbl.completer.inserted = func(keys [][]byte) {
+			if err := q.PublishInserted(keys); err != nil {
+				log.Debug("cannot announce completed keys; the tables depending on this one find them at their periodic refresh", "err", err)
+			}
+		}
+	}
+	tbl.completer.due = func(after time.Duration) {
+		if err := q.PublishDue(after); err != nil {
+			log.Debug("cannot announce a retry's due time; the scheduler publishes it at its next poll", "err", err)
 		}
 	}
 	// The services run until the worker stops them, whatever happens to ctx meanwhile.

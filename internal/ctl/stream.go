@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/pflag"
 
 	"github.com/jetjobs/jetjobs/config"
@@ -45,20 +46,10 @@ func streamCommand() *command {
 					return err
 				}
 				cfg, _ := s.config()
-				cctx, cancel := s.connectContext(ctx)
-				nc, err := queue.Connect(cctx, queue.ConnectOptions{
-					URL:         cfg.NATS.URL,
-					Credentials: cfg.NATS.Credentials,
-					TLSCA:       cfg.NATS.TLSCA,
-					TLSCert:     cfg.NATS.TLSCert,
-					TLSKey:      cfg.NATS.TLSKey,
-					Name:        "jetjobs-jobsctl",
-				})
-				cancel()
+				nc, err := s.natsConn(ctx)
 				if err != nil {
-					return fmt.Errorf("connect to NATS at %s: %w (set the URL with --nats, %s or nats.url in the config file)", redactURLs(cfg.NATS.URL), err, config.EnvNATSURL)
+					return err
 				}
-				defer nc.Close()
 				qcfg := queue.Config{Prefix: cfg.NATS.SubjectPrefix, Replicas: cfg.NATS.Replicas, AckWait: cfg.NATS.AckWait.Duration()}
 				r := &records{cols: streamColumns}
 				perTable := make(object, 0, len(all))
@@ -93,6 +84,34 @@ func streamCommand() *command {
 			}
 		},
 	}
+}
+
+// natsConn connects to NATS once, as the other programs do; the connection is closed when the
+// command ends.
+func (s *session) natsConn(ctx context.Context) (*nats.Conn, error) {
+	if s.nc != nil {
+		return s.nc, nil
+	}
+	cfg, err := s.config()
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := s.connectContext(ctx)
+	defer cancel()
+	nc, err := queue.Connect(cctx, queue.ConnectOptions{
+		URL:         cfg.NATS.URL,
+		Credentials: cfg.NATS.Credentials,
+		TLSCA:       cfg.NATS.TLSCA,
+		TLSCert:     cfg.NATS.TLSCert,
+		TLSKey:      cfg.NATS.TLSKey,
+		Name:        "jetjobs-jobsctl",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w (set the URL with --nats, %s or nats.url in the config file)", redactURLs(cfg.NATS.URL), err, config.EnvNATSURL)
+	}
+	s.nc = nc
+	s.closer = append(s.closer, nc.Close)
+	return nc, nil
 }
 
 // redactURLs hides passwords and tokens in a comma-separated list of NATS URLs.

@@ -56,7 +56,8 @@ func newDispatcher(o *Options, table string, log *slog.Logger, jobs *jobsdb.Jobs
 }
 
 // followDemand subscribes to the workers' demand reports for the service's run: each one
-// records the worker's slots and pokes a pass.
+// records the worker's slots and pokes a pass. It also follows the due times of the retries
+// workers record, and plans a pass for each.
 func (d *dispatcher) followDemand() (end func()) {
 	d.mu.Lock()
 	d.fleet = make(map[string]fleetWorker)
@@ -70,9 +71,21 @@ func (d *dispatcher) followDemand() (end func()) {
 	})
 	if err != nil {
 		d.log.Warn("cannot follow the workers' demand; the stream is refilled every poll interval", "err", err)
-		return func() {}
 	}
-	return func() { _ = sub.Unsubscribe() } // fails only on a closed connection
+	// Retries recorded by workers: pass when they become due, not at the next poll.
+	due, derr := d.stream.SubscribeDue(func(after time.Duration) { d.PokeAt(time.Now().Add(after)) })
+	if derr != nil {
+		d.log.Warn("cannot follow the workers' retries; they are published within the poll interval of their time", "err", derr)
+	}
+	return func() {
+		// Unsubscribing fails only on a closed connection.
+		if sub != nil {
+			_ = sub.Unsubscribe()
+		}
+		if due != nil {
+			_ = due.Unsubscribe()
+		}
+	}
 }
 
 // window is how many messages the stream may hold: sized by the fleet's slots.

@@ -58,7 +58,7 @@ func (b *bundle) checksum(t *testing.T) string {
 	for _, table := range []string{"`" + jobsName + "`", "subject", "`" + targetName + "`"} {
 		var name string
 		var sum *int64
-		if err := b.db.SQL.QueryRow("CHECKSUM TABLE " + table).Scan(&name, &sum); err != nil {
+		if err := b.db.SQL.QueryRow("CHECKSUM TABLE "+table).Scan(&name, &sum); err != nil {
 			t.Fatal(err)
 		}
 		if sum == nil {
@@ -262,4 +262,41 @@ func TestEvents(t *testing.T) {
 			t.Errorf("follows events while they are off: %q", lines)
 		}
 	})
+}
+
+// A retry that a worker announces (queue's PublishDue) is published when it becomes due: not
+// before, and not at the next poll.
+func TestDueAnnounced(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2)
+	b.start(t, func(o *Options) { hourly(o); o.PollInterval = time.Minute })
+	rcv := b.receiver(t)
+	if got := rcv.fetch(2, 20*time.Second); !slices.Equal(got, seq(1, 2)) {
+		t.Fatalf("fetched %v, want 1..2", got)
+	}
+	rcv.ack(1)
+	rcv.ack(2)
+	// The dispatcher sleeps for its poll interval (a minute) now. A job becomes due in 300 ms,
+	// as a worker's retry does, and is announced.
+	b.addSubjects(t, 3, 3)
+	delay := 300 * time.Millisecond
+	if _, err := b.jobs.Refresh(t.Context(), jobsdb.RefreshOptions{Priority: jobsdb.PriorityDefault, Delay: delay}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.stream.PublishDue(delay); err != nil {
+		t.Fatal(err)
+	}
+	got := rcv.fetch(1, 5*time.Second)
+	fetched := time.Now()
+	if !slices.Equal(got, []int{3}) {
+		t.Fatalf("fetched %v, want the announced job 3 before the poll", got)
+	}
+	job := b.job(t, 3)
+	if job.DispatchedTime == nil || job.DispatchedTime.Before(job.ScheduledTime) {
+		t.Fatalf("job 3 dispatched at %v, scheduled for %v: published early", job.DispatchedTime, job.ScheduledTime)
+	}
+	t.Logf("published %v after its scheduled time; fetched %v after", job.DispatchedTime.Sub(job.ScheduledTime), fetched.Sub(job.ScheduledTime))
+	if d := job.DispatchedTime.Sub(job.ScheduledTime); d > time.Second {
+		t.Errorf("published %v after its scheduled time, want at it", d)
+	}
 }
