@@ -27,7 +27,7 @@ type periodic struct {
 	pokeAt chan struct{}
 	atMu   sync.Mutex
 	at     time.Time
-	step      func(context.Context) (next time.Time, err error)
+	step   func(context.Context) (next time.Time, err error)
 	// begin, when not nil, runs at each Start; the function it returns runs when the service
 	// has stopped.
 	begin func() (end func())

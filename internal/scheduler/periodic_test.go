@@ -98,7 +98,7 @@ func TestPeriodic(t *testing.T) {
 		if d := ran.Sub(at); d > 150*time.Millisecond {
 			t.Errorf("step ran %v after the time given, want at it", d)
 		}
-		s.quiet(t, 1500*time.Millisecond) // the later time was dropped: the step asked for an hour
+		s.quiet(t, 1500*time.Millisecond)      // the later time was dropped: the step asked for an hour
 		s.PokeAt(time.Now().Add(-time.Second)) // a past time: at once
 		s.next(t, 200*time.Millisecond)
 	})
