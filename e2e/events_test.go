@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -125,6 +126,20 @@ func TestEventDrivenPipeline(t *testing.T) {
 	if computed("9:9") || e.count("SELECT COUNT(*) FROM `~~analysis` WHERE subject_id = 9") != 0 {
 		t.Error("session 9:9 got a job from a bad notify")
 	}
+
+	// A notify while no scheduler runs is lost, its key is not: the next scheduler's refresh
+	// on taking the lead finds it (and 9:9), and the events move it on.
+	sched.signal(syscall.SIGTERM)
+	if code := sched.wait(t); code != 0 {
+		t.Fatalf("scheduler: exit %d", code)
+	}
+	at = newSession(5, 1)
+	if out, code := e.run("jobsctl", "notify", analysis, "--key", "subject_id=5,session_id=1"); code != 0 {
+		t.Fatalf("jobsctl notify with no scheduler: exit %d\n%s", code, out)
+	}
+	e.start("scheduler")
+	through("5:1", at)
+	through("9:9", at)
 }
 
 // runPythonNotify runs the README's Python snippet as written, but for the database, the
