@@ -76,8 +76,9 @@ type LatencyResult struct {
 	Hops []Percentiles
 	// Flow: stage 1's handler starts → the last stage's starts.
 	Flow Percentiles
-	// Refreshes for events the scheduler logged, per stage table.
-	Refreshes int
+	// Refreshes for events the scheduler made, over every stage, and how long they took.
+	Refreshes   int
+	RefreshTook Percentiles
 }
 
 // Line is the result as the benchmark prints it.
@@ -86,8 +87,12 @@ func (r LatencyResult) Line() string {
 	for i, h := range r.Hops {
 		hops = append(hops, fmt.Sprintf("hop%d_ms=%s", i+1, h))
 	}
-	return fmt.Sprintf("jetjobs latency: keys=%d rate=%d/s stages=%d concurrency=%d insert_notify_to_start_ms=%s %s stage1_to_stage%d_ms=%s (p50/p90/p99)",
-		r.Keys, r.Rate, r.Stages, r.Concurrency, r.Notify, strings.Join(hops, " "), r.Stages, r.Flow)
+	flow := ""
+	if r.Stages > 1 {
+		flow = fmt.Sprintf(" stage1_to_stage%d_ms=%s", r.Stages, r.Flow)
+	}
+	return fmt.Sprintf("jetjobs latency: keys=%d rate=%d/s stages=%d concurrency=%d insert_notify_to_start_ms=%s%s%s event_refreshes=%d event_refresh_ms=%s (p50/p90/p99)",
+		r.Keys, r.Rate, r.Stages, r.Concurrency, r.Notify, strings.Join(append([]string{""}, hops...), " "), flow, r.Refreshes, r.RefreshTook)
 }
 
 // stamp is the Go handler of the latency runs: the target row records when it started.
@@ -157,7 +162,28 @@ func RunLatency(ctx context.Context, o LatencyOptions) (*LatencyResult, error) {
 		res.Hops = append(res.Hops, percentiles(h))
 	}
 	data, _ := os.ReadFile(filepath.Join(r.dir, "scheduler.log"))
-	res.Refreshes = strings.Count(string(data), `msg="refreshed for events"`)
+	var took []time.Duration
+	for _, line := range strings.Split(string(data), "\n") {
+		if !strings.Contains(line, `msg="refreshed for events"`) {
+			continue
+		}
+		res.Refreshes++
+		if _, v, ok := strings.Cut(line, " took="); ok {
+			if d, err := time.ParseDuration(strings.Fields(v)[0]); err == nil {
+				took = append(took, d)
+			}
+		}
+	}
+	res.RefreshTook = percentiles(took)
+	if os.Getenv("JETJOBS_BENCH_KEEP") != "" {
+		keep, _ := os.MkdirTemp("", "jetjobs-latency-logs-")
+		for _, f := range []string{"scheduler.log", "worker.log"} {
+			if b, err := os.ReadFile(filepath.Join(r.dir, f)); err == nil {
+				os.WriteFile(filepath.Join(keep, f), b, 0o644)
+			}
+		}
+		o.Log("logs kept in %s", keep)
+	}
 	return res, nil
 }
 
