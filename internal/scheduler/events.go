@@ -39,9 +39,10 @@ type source struct {
 	subject string
 	// from names the source in logs: "notify", or the parent table.
 	from string
-	// columns renames a parent's columns onto the target's key columns; nil for notify,
-	// whose keys name the target's key columns.
-	columns map[string]string
+	// renames map a parent's columns onto the target's key columns, one per foreign key to
+	// the parent (a key inserted there is a key of each); nil for notify, whose keys name the
+	// target's key columns.
+	renames []map[string]string
 }
 
 // events is the service of a table's leader that refreshes the table at once for the keys it
@@ -97,13 +98,14 @@ func eventSources(o *Options, spec Table, t *jobsdb.Target, log *slog.Logger) []
 			log.Warn("cannot follow inserts into a table the key source depends on", "parent", table, "err", err)
 			return
 		}
-		for _, s := range out {
-			if s.subject == subj {
-				// Two foreign keys to one table: follow it once, renaming by the first.
+		for i := range out {
+			if out[i].subject == subj {
+				// Another foreign key to the same table: its keys are renamed both ways.
+				out[i].renames = append(out[i].renames, columns)
 				return
 			}
 		}
-		out = append(out, source{subject: subj, from: table, columns: columns})
+		out = append(out, source{subject: subj, from: table, renames: []map[string]string{columns}})
 	}
 	if !t.KeySourceConfigured {
 		for _, p := range t.Parents {
@@ -190,24 +192,29 @@ func (e *events) keys(src source, data []byte) ([]map[string]any, error) {
 	}
 	out := make([]map[string]any, 0, len(keys))
 	for i, k := range keys {
-		if src.columns != nil {
-			k = renameKey(k, src.columns)
-			if len(k) == 0 {
+		if src.renames == nil {
+			v, err := e.target.KeyValues(k)
+			if err != nil {
+				return nil, fmt.Errorf("key %d: %w", i, err)
+			}
+			out = append(out, v)
+			continue
+		}
+		for _, columns := range src.renames {
+			rk := renameKey(k, columns)
+			if len(rk) == 0 {
 				// None of the columns the foreign key references: it cannot be narrowed
 				// to the target's keys. The periodic refresh finds them.
 				e.log.Debug("an inserted key names none of the referenced columns; left to the periodic refresh",
 					"from", src.from, "key", i)
 				continue
 			}
-		}
-		v, err := e.target.KeyValues(k)
-		if err != nil {
-			if src.columns != nil {
+			v, err := e.target.KeyValues(rk)
+			if err != nil {
 				return nil, fmt.Errorf("key %d, renamed along the foreign key from %s: %w", i, src.from, err)
 			}
-			return nil, fmt.Errorf("key %d: %w", i, err)
+			out = append(out, v)
 		}
-		out = append(out, v)
 	}
 	return out, nil
 }

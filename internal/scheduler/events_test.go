@@ -131,6 +131,56 @@ func TestEvents(t *testing.T) {
 		})
 	})
 
+	t.Run("an insert into a parent reached through a renamed foreign key", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, 2)
+		b.db.Exec(t,
+			"CREATE TABLE paramset (id INT NOT NULL, PRIMARY KEY (id))",
+			"CREATE TABLE __fit (subject_id INT NOT NULL, param_id INT NOT NULL, PRIMARY KEY (subject_id, param_id), "+
+				"FOREIGN KEY (subject_id) REFERENCES subject (subject_id), FOREIGN KEY (param_id) REFERENCES paramset (id))",
+			"INSERT INTO paramset VALUES (1)")
+		fit := b.db.Name + ".__fit"
+		b.table = fit // the table of the dispatch events
+		b.start(t, func(o *Options) { hourly(o); o.Tables = []Table{{Name: fit}} })
+		jobs := func() int {
+			var n int
+			if err := b.db.SQL.QueryRow("SELECT COUNT(*) FROM `~~fit`").Scan(&n); err != nil {
+				return -1
+			}
+			return n
+		}
+		waitfor.Within(t, 20*time.Second, "the first refresh and the subscriptions", func() bool {
+			return jobs() == 2 && len(b.logs.matching(`msg="following events"`, ".paramset.inserted")) > 0
+		})
+		b.db.Exec(t, "INSERT INTO paramset VALUES (2)")
+		if err := notify.Inserted(t.Context(), b.nc, "", b.db.Name+".paramset", map[string]any{"id": 2}); err != nil {
+			t.Fatal(err)
+		}
+		waitfor.Within(t, 10*time.Second, "a job per subject for the new paramset", func() bool { return jobs() == 4 })
+	})
+
+	t.Run("a configured key source follows the tables of DependsOn", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, 1)
+		b.db.Exec(t, "CREATE TABLE good (subject_id INT NOT NULL, PRIMARY KEY (subject_id))", "INSERT INTO good VALUES (1)")
+		b.start(t, func(o *Options) {
+			hourly(o)
+			o.Tables = []Table{{Name: b.table, KeySource: "SELECT subject_id FROM good", DependsOn: []string{b.db.Name + ".good"}}}
+		})
+		waitfor.Within(t, 20*time.Second, "the first refresh and the subscriptions", func() bool {
+			return len(b.jobIDs(t)) == 1 && len(b.logs.matching(`msg="following events"`, ".good.inserted")) > 0
+		})
+		if lines := b.logs.matching(`msg="following events"`, ".subject.inserted"); len(lines) > 0 {
+			t.Errorf("follows the foreign key's parent, which the configured key source does not read: %q", lines)
+		}
+		b.addSubjects(t, 2, 2)
+		b.db.Exec(t, "INSERT INTO good VALUES (2)")
+		if err := notify.Inserted(t.Context(), b.nc, "", b.db.Name+".good", map[string]any{"subject_id": 2}); err != nil {
+			t.Fatal(err)
+		}
+		waitfor.Within(t, 10*time.Second, "the job of the key inserted into good", func() bool { return slices.Equal(b.jobIDs(t), seq(1, 2)) })
+	})
+
 	t.Run("bad payloads are logged and change no row", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, 2)
