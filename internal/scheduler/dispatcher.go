@@ -110,6 +110,7 @@ func (d *dispatcher) window() int {
 type pass struct {
 	DispatchEvent
 	stored int // new messages in the stream, whether marked dispatched or not
+	woken  bool // idle workers were woken for them
 	room   int // messages the dispatch window still takes
 }
 
@@ -217,6 +218,7 @@ func (d *dispatcher) batch(ctx context.Context, p *pass, limit int, lostAfter ti
 			p.stored++
 		}
 	}
+	d.wake(p)
 	if err != nil {
 		return 0, d.markStored(ctx, p, keys, published, err)
 	}
@@ -303,17 +305,26 @@ func (d *dispatcher) nextWake(ctx context.Context) (time.Time, error) {
 	return wake, nil
 }
 
+// wake wakes idle workers once per pass, as soon as the stream holds new messages: before
+// the jobs are marked dispatched, whose commit the workers need not wait for (a job reserved
+// meanwhile is not marked: MarkDispatched only marks pending jobs).
+func (d *dispatcher) wake(p *pass) {
+	if p.stored == 0 || p.woken {
+		return
+	}
+	p.woken = true
+	if err := d.stream.Wake(); err != nil {
+		d.log.Warn("waking workers failed; they find the jobs at their next poll", "err", err)
+	}
+}
+
 // report tells what a pass did: the published counter, a wake-up for idle workers when there
-// are new messages, a debug log and OnDispatch.
+// are new messages (unless a batch woke them already), a debug log and OnDispatch.
 func (d *dispatcher) report(ctx context.Context, p *pass) {
 	if p.stored > 0 {
 		d.o.Telemetry.Metrics().Published(ctx, d.table, p.stored)
 	}
-	if p.Published > 0 {
-		if err := d.stream.Wake(); err != nil {
-			d.log.Warn("waking workers failed; they find the jobs at their next poll", "err", err)
-		}
-	}
+	d.wake(p)
 	if p.Published+p.AlreadyQueued > 0 {
 		d.log.Debug("dispatched", "published", p.Published, "already_queued", p.AlreadyQueued)
 		if d.o.OnDispatch != nil {
