@@ -109,9 +109,9 @@ func (d *dispatcher) window() int {
 // pass is what one dispatch pass did.
 type pass struct {
 	DispatchEvent
-	stored int // new messages in the stream, whether marked dispatched or not
+	stored int  // new messages in the stream, whether marked dispatched or not
 	woken  bool // idle workers were woken for them
-	room   int // messages the dispatch window still takes
+	room   int  // messages the dispatch window still takes
 }
 
 // runOnce is one dispatch pass; it returns when to pass again.
