@@ -76,24 +76,30 @@ const (
 // that the schedulers of the tables depending on this one refresh them at once. It is
 // fire-and-forget; a lost message leaves the keys to the periodic refresh.
 func (t *Table) PublishInserted(keys [][]byte) error {
-	if len(keys) == 0 {
-		return nil
+	limit := int(t.nc.MaxPayload())
+	if limit <= 0 {
+		limit = 1 << 20
 	}
-	n := 2 + len(keys) - 1
-	for _, k := range keys {
-		n += len(k)
-	}
-	payload := make([]byte, 0, n)
-	payload = append(payload, '[')
-	for i, k := range keys {
-		if i > 0 {
-			payload = append(payload, ',')
+	for len(keys) > 0 {
+		// As many keys as fit in one message (at least one).
+		n, size := 1, 2+len(keys[0])
+		for n < len(keys) && size+1+len(keys[n]) <= limit {
+			size += 1 + len(keys[n])
+			n++
 		}
-		payload = append(payload, k...)
-	}
-	payload = append(payload, ']')
-	if err := t.nc.Publish(t.base+"."+InsertedToken, payload); err != nil {
-		return fmt.Errorf("queue: publish the inserted keys of %s: %w", t.stream, err)
+		payload := make([]byte, 0, size)
+		payload = append(payload, '[')
+		for i, k := range keys[:n] {
+			if i > 0 {
+				payload = append(payload, ',')
+			}
+			payload = append(payload, k...)
+		}
+		payload = append(payload, ']')
+		if err := t.nc.Publish(t.base+"."+InsertedToken, payload); err != nil {
+			return fmt.Errorf("queue: publish the inserted keys of %s: %w", t.stream, err)
+		}
+		keys = keys[n:]
 	}
 	return nil
 }

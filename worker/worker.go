@@ -273,10 +273,10 @@ func (w *Worker) openTable(ctx context.Context, t Table) (*table, error) {
 				log.Debug("cannot announce completed keys; the tables depending on this one find them at their periodic refresh", "err", err)
 			}
 		}
-	}
-	tbl.completer.due = func(after time.Duration) {
-		if err := q.PublishDue(after); err != nil {
-			log.Debug("cannot announce a retry's due time; the scheduler publishes it at its next poll", "err", err)
+		tbl.completer.due = func(after time.Duration) {
+			if err := q.PublishDue(after); err != nil {
+				log.Debug("cannot announce a retry's due time; the scheduler publishes it at its next poll", "err", err)
+			}
 		}
 	}
 	// The services run until the worker stops them, whatever happens to ctx meanwhile.
