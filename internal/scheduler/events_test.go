@@ -324,6 +324,8 @@ func TestDueAnnounced(t *testing.T) {
 	if got := rcv.fetch(2, 20*time.Second); !slices.Equal(got, seq(1, 2)) {
 		t.Fatalf("fetched %v, want 1..2", got)
 	}
+	// Done, as a worker leaves them: no job, no message.
+	b.db.Exec(t, "INSERT INTO `"+targetName+"` (subject_id) VALUES (1), (2)", "DELETE FROM `"+jobsName+"`")
 	rcv.ack(1)
 	rcv.ack(2)
 	// The dispatcher sleeps for its poll interval (a minute) now. A job becomes due in 300 ms,
@@ -341,8 +343,10 @@ func TestDueAnnounced(t *testing.T) {
 	if !slices.Equal(got, []int{3}) {
 		t.Fatalf("fetched %v, want the announced job 3 before the poll", got)
 	}
+	// Workers are woken before the job is marked: wait for the mark.
+	waitfor.Within(t, 5*time.Second, "job 3 marked dispatched", func() bool { return b.job(t, 3).DispatchedTime != nil })
 	job := b.job(t, 3)
-	if job.DispatchedTime == nil || job.DispatchedTime.Before(job.ScheduledTime) {
+	if job.DispatchedTime.Before(job.ScheduledTime) {
 		t.Fatalf("job 3 dispatched at %v, scheduled for %v: published early", job.DispatchedTime, job.ScheduledTime)
 	}
 	t.Logf("published %v after its scheduled time; fetched %v after", job.DispatchedTime.Sub(job.ScheduledTime), fetched.Sub(job.ScheduledTime))
