@@ -83,6 +83,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&lo.Rate, "rate", DefaultRate, "with --latency: keys a second")
 	fs.DurationVar(&lo.Duration, "duration", DefaultDuration, "with --latency: how long keys arrive")
 	fs.IntVar(&lo.Stages, "stages", DefaultStages, "with --latency: computed tables one after the other (at least 1)")
+	fs.DurationVar(&lo.Coalesce, "coalesce", 0, "with --latency: the scheduler's jobs.events_coalesce (0: its default, 5ms)")
 	explain := fs.Bool("explain", false, "print the plans of the statements that pick due jobs")
 	quiet := fs.BoolP("quiet", "q", false, "print only the result lines")
 	help := fs.BoolP("help", "h", false, "show this help")

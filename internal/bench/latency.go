@@ -45,7 +45,9 @@ type LatencyOptions struct {
 	Duration               time.Duration
 	Stages                 int
 	Concurrency            int
-	Log                    func(format string, args ...any)
+	// Coalesce is jobs.events_coalesce (0: its default).
+	Coalesce time.Duration
+	Log      func(format string, args ...any)
 }
 
 // Percentiles are p50, p90 and p99 of a set of latencies.
@@ -91,8 +93,8 @@ func (r LatencyResult) Line() string {
 	if r.Stages > 1 {
 		flow = fmt.Sprintf(" stage1_to_stage%d_ms=%s", r.Stages, r.Flow)
 	}
-	return fmt.Sprintf("jetjobs latency: keys=%d rate=%d/s stages=%d concurrency=%d insert_notify_to_start_ms=%s%s%s event_refreshes=%d event_refresh_ms=%s (p50/p90/p99)",
-		r.Keys, r.Rate, r.Stages, r.Concurrency, r.Notify, strings.Join(append([]string{""}, hops...), " "), flow, r.Refreshes, r.RefreshTook)
+	return fmt.Sprintf("jetjobs latency: keys=%d rate=%d/s stages=%d concurrency=%d coalesce=%v insert_notify_to_start_ms=%s%s%s event_refreshes=%d event_refresh_ms=%s (p50/p90/p99)",
+		r.Keys, r.Rate, r.Stages, r.Concurrency, r.Coalesce, r.Notify, strings.Join(append([]string{""}, hops...), " "), flow, r.Refreshes, r.RefreshTook)
 }
 
 // stamp is the Go handler of the latency runs: the target row records when it started.
@@ -232,10 +234,14 @@ func (r *run) setupLatency(ctx context.Context, o LatencyOptions) ([]string, err
 	for _, t := range tables {
 		entries = append(entries, map[string]any{"table": r.dbName + "." + t})
 	}
+	jobs := map[string]any{"refresh_interval": 3600}
+	if o.Coalesce > 0 {
+		jobs["events_coalesce"] = o.Coalesce.Seconds()
+	}
 	config := map[string]any{
 		"mysql":  map[string]any{"dsn": o.MySQL},
 		"nats":   map[string]any{"url": o.NATS, "subject_prefix": r.prefix, "storage": "memory"},
-		"jobs":   map[string]any{"refresh_interval": 3600},
+		"jobs":   jobs,
 		"tables": entries,
 	}
 	data, _ := json.Marshal(config)
