@@ -50,6 +50,8 @@ const (
 	DefaultRecordBatch     = worker.RecordBatchDefault
 	DefaultRecordDelay     = worker.RecordDelayDefault
 	DefaultDispatch        = string(worker.DispatchAuto)
+	DefaultEvents          = true
+	DefaultEventsCoalesce  = 5 * time.Millisecond
 )
 
 // maxRecordBatch bounds jobs.record_batch: a transaction of more outcomes holds more locks
@@ -164,6 +166,12 @@ type Jobs struct {
 	// RecordDelay is the longest a finished job waits for others to join its batch. Default
 	// DefaultRecordDelay.
 	RecordDelay Seconds `json:"record_delay"`
+	// Events makes the scheduler follow notifies and inserts (package notify): the keys they
+	// name, and the keys of jobs completed upstream, are refreshed at once. Default true.
+	Events bool `json:"events"`
+	// EventsCoalesce is the shortest time between two refreshes of a table for events; the
+	// keys told meanwhile go together into the next one. Default 0.005 (5 ms).
+	EventsCoalesce Seconds `json:"events_coalesce"`
 }
 
 // Table is one target table.
@@ -178,6 +186,11 @@ type Table struct {
 	// own make(), through the Python package's adapter (python3 -m jetjobs.datajoint),
 	// kept running once per slot. Empty: workers run their --exec handler.
 	DataJoint string `json:"datajoint,omitempty"`
+	// DependsOn names the tables ("schema.table") a configured KeySource reads: rows inserted
+	// there, among them the jobs completed there, refresh this table at once for their keys
+	// (matched to its key columns by name). Only with a key source: a derived one follows its
+	// primary parents' foreign keys.
+	DependsOn []string `json:"depends_on,omitempty"`
 }
 
 // dataJointClass is a Python module path and class name: identifiers joined by dots.
@@ -249,6 +262,8 @@ func Default() Config {
 			RefreshInterval: Seconds(DefaultRefreshInterval),
 			RecordBatch:     DefaultRecordBatch,
 			RecordDelay:     Seconds(DefaultRecordDelay),
+			Events:          DefaultEvents,
+			EventsCoalesce:  Seconds(DefaultEventsCoalesce),
 		},
 	}
 }
@@ -452,6 +467,9 @@ func (c *Config) Validate() error {
 	if c.Jobs.RecordBatch < 1 || c.Jobs.RecordBatch > maxRecordBatch {
 		bad("jobs.record_batch %d must be 1..%d", c.Jobs.RecordBatch, maxRecordBatch)
 	}
+	if c.Jobs.EventsCoalesce.Duration() <= 0 || c.Jobs.EventsCoalesce.Duration() > time.Second {
+		bad("jobs.events_coalesce %v must be more than 0 and at most 1 second", c.Jobs.EventsCoalesce.Duration())
+	}
 	if c.Jobs.RecordDelay.Duration() <= 0 || c.Jobs.RecordDelay.Duration() > time.Second {
 		bad("jobs.record_delay %v must be more than 0 and at most 1 second", c.Jobs.RecordDelay.Duration())
 	}
@@ -466,6 +484,14 @@ func (c *Config) Validate() error {
 		if t.DataJoint != "" {
 			if err := CheckDataJointClass(t.DataJoint); err != nil {
 				bad("tables[%d].datajoint: %v", i, err)
+			}
+		}
+		if len(t.DependsOn) > 0 && strings.TrimSpace(t.KeySource) == "" {
+			bad("tables[%d].depends_on is for a configured key_source: a derived key source follows the table's primary parents by itself", i)
+		}
+		for k, dep := range t.DependsOn {
+			if _, _, err := SplitTable(dep); err != nil {
+				bad("tables[%d].depends_on[%d]: %v", i, k, err)
 			}
 		}
 		seen[t.Table] = true

@@ -36,8 +36,10 @@ func quoteString(s string) string {
 	return b.String()
 }
 
-// splitTableName splits "schema.table" (either part may be backquoted, with doubled
+// SplitTableName splits "schema.table" (either part may be backquoted, with doubled
 // backquotes inside) into its names. A name without a schema has schema "".
+func SplitTableName(name string) (schema, table string, err error) { return splitTableName(name) }
+
 func splitTableName(name string) (schema, table string, err error) {
 	parts, err := splitIdents(name)
 	if err != nil {

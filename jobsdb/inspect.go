@@ -33,6 +33,11 @@ type Target struct {
 	KeySource string
 	// KeySourceConfigured reports that KeySource wraps configured SQL.
 	KeySourceConfigured bool
+	// Parents are the target's primary parents (the foreign keys whose columns all belong to
+	// its primary key), ordered by their first column's position in the primary key: the
+	// tables a derived key source joins. With a configured key source they are read all the
+	// same, but the key source need not use them.
+	Parents []Parent
 
 	codecs []*codec // of KeyColumns
 }
@@ -116,6 +121,9 @@ func Inspect(ctx context.Context, db *sql.DB, table, keySource string) (*Target,
 	if t.codecs, err = t.keyCodecs(); err != nil {
 		return nil, fmt.Errorf("jobsdb: inspect %s: %w", t.FullName(), err)
 	}
+	for _, p := range parents {
+		t.Parents = append(t.Parents, Parent{Schema: p.schema, Table: p.table, Columns: p.columns, Refs: p.refs})
+	}
 	if keySource != "" {
 		t.KeySource = configuredKeySource(t, keySource)
 		t.KeySourceConfigured = true
@@ -188,6 +196,19 @@ func primaryKey(ctx context.Context, db *sql.DB, schema, table string) ([]string
 	}
 	return pk, rows.Err()
 }
+
+// Parent is a foreign key of a target to one of its primary parents.
+type Parent struct {
+	Schema string // the parent's database
+	Table  string // the parent's name
+	// Columns are the target's columns of the foreign key, and Refs the parent's columns they
+	// reference, in the foreign key's order: a parent row's Refs[i] is the target's Columns[i].
+	Columns []string
+	Refs    []string
+}
+
+// FullName is "schema.table" of the parent.
+func (p Parent) FullName() string { return p.Schema + "." + p.Table }
 
 // parent is one foreign key of the target to a primary parent.
 type parent struct {

@@ -427,6 +427,25 @@ func keyScanners(codecs []*codec, k Key) []any {
 	return dst
 }
 
+// KeyValues checks a partial key, column → value over some or all key columns (values as
+// KeyFromMap takes them: strings in the column's text form, Go numbers, json.Number…), and
+// returns it with JSON-ready canonical values, as KeyMap gives them: what a notify carries.
+func (t *Target) KeyValues(m map[string]any) (map[string]any, error) {
+	if len(m) == 0 {
+		return nil, t.badKey("", "no column given (name some key columns: %s)", t.keyNames())
+	}
+	cols, vals, err := t.equalMap(m)
+	if err != nil {
+		return nil, err
+	}
+	codecs, _ := t.keyCodecs() // equalMap succeeded: they are there
+	out := make(map[string]any, len(cols))
+	for k, i := range cols {
+		out[t.KeyColumns[i].Name] = codecs[i].jsonValue(vals[k])
+	}
+	return out, nil
+}
+
 // equalMap normalizes a restriction's column → value map over the key columns, in key
 // order.
 func (t *Target) equalMap(m map[string]any) (cols []int, vals []any, err error) {

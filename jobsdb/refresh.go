@@ -17,6 +17,9 @@ type RefreshOptions struct {
 	Priority      int
 	StaleTimeout  time.Duration // 0 disables stale removal
 	OrphanTimeout time.Duration // 0 disables recovery of lease-less (DataJoint) reservations
+	// SkipRecover leaves expired leases alone (RecoverExpired is not run): for the small
+	// restricted refreshes of events, which only add the keys they were told about.
+	SkipRecover bool
 }
 
 // RefreshResult is DataJoint's refresh() dictionary.
@@ -39,7 +42,7 @@ type RefreshResult struct {
 //   - stale (StaleTimeout > 0): pending jobs created more than StaleTimeout ago whose key left
 //     the unrestricted key source, or is already in the target, are deleted. Only jobs inside
 //     the restrictions are candidates, and never reserved, error, ignore or success rows;
-//   - orphans: RecoverExpired(OrphanTimeout).
+//   - orphans: RecoverExpired(OrphanTimeout), unless SkipRecover.
 //
 // The add, re-pend and stale statements read at READ COMMITTED, so a refresh over a million
 // keys takes no shared locks on the target and parents that would stall workers' inserts.
@@ -78,6 +81,9 @@ func (j *Jobs) refresh(ctx context.Context, opts RefreshOptions) (RefreshResult,
 		if res.Removed, err = j.refreshStep(ctx, "remove stale", j.stmt.stale, "j", opts, micros(opts.StaleTimeout)); err != nil {
 			return res, err
 		}
+	}
+	if opts.SkipRecover {
+		return res, nil
 	}
 	if res.Orphaned, err = j.RecoverExpired(ctx, opts.OrphanTimeout); err != nil {
 		return res, fmt.Errorf("jobsdb: refresh %s: %w", j.t.FullName(), err)

@@ -604,7 +604,72 @@ func (t *Target) addRestrictions(c *conds, alias string, rs []Restriction) error
 		for k, i := range cols {
 			c.add(prefix+quoteIdent(t.KeyColumns[i].Name)+" = ?", vals[k])
 		}
+		if r.AnyOf != nil {
+			if err := t.addAnyOf(c, prefix, r.AnyOf); err != nil {
+				return err
+			}
+		}
 	}
+	return nil
+}
+
+// addAnyOf adds the condition that a key matches one of maps: the maps are grouped by the
+// columns they name, each group is one IN list over those columns (a range of any index that
+// starts with them), and the groups are ORed:
+//
+//	(`a` IN (?, ?) OR (`a`, `b`) IN ((?, ?), (?, ?)))
+//
+// No maps: FALSE.
+func (t *Target) addAnyOf(c *conds, prefix string, maps []map[string]any) error {
+	if len(maps) == 0 {
+		c.add("FALSE")
+		return nil
+	}
+	type group struct {
+		cols []int
+		vals []any
+		n    int
+	}
+	var groups []*group
+	byCols := map[string]*group{}
+	for _, m := range maps {
+		if len(m) == 0 {
+			return t.badKey("", "a key of the list names no column (name some key columns: %s)", t.keyNames())
+		}
+		cols, vals, err := t.equalMap(m)
+		if err != nil {
+			return err
+		}
+		id := fmt.Sprint(cols)
+		g := byCols[id]
+		if g == nil {
+			g = &group{cols: cols}
+			byCols[id] = g
+			groups = append(groups, g)
+		}
+		g.vals = append(g.vals, vals...)
+		g.n++
+	}
+	var terms []string
+	var args []any
+	for _, g := range groups {
+		names := make([]string, len(g.cols))
+		for k, i := range g.cols {
+			names[k] = prefix + quoteIdent(t.KeyColumns[i].Name)
+		}
+		var b strings.Builder
+		if len(names) == 1 {
+			b.WriteString(names[0])
+		} else {
+			b.WriteString("(" + strings.Join(names, ", ") + ")")
+		}
+		b.WriteString(" IN (")
+		writeList(&b, placeholders(len(names)), g.n)
+		b.WriteString(")")
+		terms = append(terms, b.String())
+		args = append(args, g.vals...)
+	}
+	c.add("("+strings.Join(terms, " OR ")+")", args...)
 	return nil
 }
 

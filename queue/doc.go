@@ -29,7 +29,11 @@
 //
 // Idle workers are woken by a core NATS message on <prefix>.<schema>.<table>.wake, which the
 // stream does not capture (its subjects have two tokens after the table). It carries the
-// publisher's priorities, so a fetcher starts pulling from a new priority at once.
+// publisher's priorities, so a fetcher starts pulling from a new priority at once. The other
+// core NATS subjects of a table, which the stream does not capture either: <base>.demand
+// (workers' demand reports), <base>.due (a retry's due time, PublishDue), <base>.notify and
+// <base>.inserted (keys that may be new, and rows inserted into the table: package notify;
+// workers publish the keys of the successes they commit with PublishInserted).
 //
 // # Invariants
 //

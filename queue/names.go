@@ -145,3 +145,20 @@ func priorityFromSubject(subject string) (int, bool) {
 	prev := strings.LastIndexByte(subject[:last], '.')
 	return parsePriorityToken(subject[prev+1 : last])
 }
+
+// TableSubject is the first tokens of every subject of a target table, as Open names them:
+// <prefix>.<schema>.<table>, with schema and table escaped (bytes outside [A-Za-z0-9_] become
+// '-' and two lowercase hex digits). An empty prefix is DefaultPrefix. Other programs build
+// the subjects of a table's events on it (package notify).
+func TableSubject(prefix, schema, table string) (string, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if err := validatePrefix(prefix); err != nil {
+		return "", err
+	}
+	if schema == "" || table == "" {
+		return "", fmt.Errorf("%w: schema %q, table %q: both are required", ErrInvalidName, schema, table)
+	}
+	return prefix + "." + escapeToken(schema) + "." + escapeToken(table), nil
+}

@@ -41,7 +41,13 @@ type completer struct {
 	delay       time.Duration
 	stopTimeout time.Duration
 	settled     func(j *job, applied bool, err error)
-	in          chan *job
+	// inserted, when not nil, is told the keys of the successes each commit recorded, so
+	// that the tables depending on this one are refreshed for them at once.
+	inserted func(keys [][]byte)
+	// due, when not nil, is told the earliest due time of the retries each commit recorded,
+	// so that the scheduler publishes them on time.
+	due func(after time.Duration)
+	in  chan *job
 
 	// acking holds a token per batch of acks in flight; acks waits for them at the end.
 	acking chan struct{}
@@ -170,8 +176,37 @@ func (c *completer) settle(ctx context.Context, group []*job, record recordFunc)
 		return
 	}
 	c.settleMessages(group, applied)
+	c.announce(group, applied)
 	for i, j := range group {
 		c.settled(j, applied[i], nil)
+	}
+}
+
+// announce tells inserted the keys of the group's recorded successes, and due the earliest
+// delay of its recorded retries.
+func (c *completer) announce(group []*job, applied []bool) {
+	var keys [][]byte
+	retry, first := false, time.Duration(0)
+	for i, j := range group {
+		if !applied[i] {
+			continue
+		}
+		switch j.outcome.Kind {
+		case jobsdb.OutcomeSuccess:
+			if len(j.keyJSON) > 0 {
+				keys = append(keys, j.keyJSON)
+			}
+		case jobsdb.OutcomeRetry:
+			if !retry || j.outcome.RetryAfter < first {
+				retry, first = true, j.outcome.RetryAfter
+			}
+		}
+	}
+	if len(keys) > 0 && c.inserted != nil {
+		c.inserted(keys)
+	}
+	if retry && c.due != nil {
+		c.due(first)
 	}
 }
 

@@ -23,7 +23,10 @@
 // statement every third of a lease (and keeps their messages from being redelivered). When
 // the handler returns, the completer records outcomes in batches, each fenced by its lease
 // token, then settles the messages: acked for a job that is done or waits for a retry,
-// redelivered for a job released to pending.
+// redelivered for a job released to pending. Once a batch committed, it announces on core NATS
+// (unless Options.NoEvents) the keys of its successes, on the table's inserted subject (package
+// notify), so that the scheduler refreshes the tables depending on this one for them at once,
+// and the earliest due time of its retries, so that the scheduler publishes them on time.
 //
 // # Invariants
 //

@@ -148,6 +148,13 @@ type Options struct {
 	// StopTimeout bounds how long outcomes are retried against an unreachable MySQL after the
 	// worker was told to stop. Default StopTimeoutDefault.
 	StopTimeout time.Duration
+	// NoEvents: do not announce completed jobs and retries. By default, once a batch of
+	// outcomes has committed, the worker publishes the keys of its successes on the table's
+	// inserted subject (package notify), one core NATS message per batch, so that the
+	// scheduler refreshes the tables that depend on this one at once instead of at their next
+	// periodic refresh; and the earliest due time of its retries, so that the scheduler
+	// publishes them on time rather than at its next poll.
+	NoEvents bool
 
 	// Jobs configures each table's jobs handle: the lease duration, keep_completed, the
 	// identity written into reservations, statement timeouts (see jobsdb.Options).

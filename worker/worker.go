@@ -359,6 +359,24 @@ func (w *Worker) openTable(ctx context.Context, t Table) (*table, error) {
 	if q != nil {
 		tbl.queue.Store(q)
 	}
+	if !w.opts.NoEvents {
+		// Announced over NATS while the table has its stream; without it (dispatch=mysql, or
+		// NATS down) the dependent tables find the keys at their periodic refresh.
+		tbl.completer.inserted = func(keys [][]byte) {
+			if q := tbl.queue.Load(); q != nil {
+				if err := q.PublishInserted(keys); err != nil {
+					log.Debug("cannot announce completed keys; the tables depending on this one find them at their periodic refresh", "err", err)
+				}
+			}
+		}
+		tbl.completer.due = func(after time.Duration) {
+			if q := tbl.queue.Load(); q != nil {
+				if err := q.PublishDue(after); err != nil {
+					log.Debug("cannot announce a retry's due time; the scheduler publishes it at its next poll", "err", err)
+				}
+			}
+		}
+	}
 	// The services run until the worker stops them, whatever happens to ctx meanwhile.
 	if err := startstop.StartAll(context.WithoutCancel(ctx), tbl.completer, tbl.keeper); err != nil {
 		return nil, err

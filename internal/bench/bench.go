@@ -155,6 +155,8 @@ type run struct {
 	metrics []string // each worker's metrics address
 	stream  *queue.Table
 	nc      *nats.Conn
+	// tables whose streams cleanup deletes besides stream (the latency runs').
+	tables []string
 }
 
 func (r *run) logf(format string, args ...any) {
@@ -487,6 +489,13 @@ func (r *run) cleanup() {
 	}
 	if r.stream != nil {
 		r.stream.Delete(context.Background())
+	}
+	for _, name := range r.tables {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if s, err := queue.Open(ctx, r.nc, r.dbName, name, queue.Config{Prefix: r.prefix}); err == nil {
+			s.Delete(ctx)
+		}
+		cancel()
 	}
 	if r.nc != nil {
 		r.nc.Close()

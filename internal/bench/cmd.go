@@ -48,6 +48,9 @@ Flags:
 
 // Main is the jetjobs-bench program; it returns the exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "latency-worker" {
+		return workercmd.MainWith(stamp, args[1:], stdout, stderr)
+	}
 	if len(args) > 0 && (args[0] == "worker" || args[0] == "scheduler") {
 		// The programs, profiled: the worker program with a no-op Go handler, and the
 		// scheduler program as it is.
@@ -81,6 +84,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.DispatchWindow, "dispatch-window", 0, "the scheduler's nats.dispatch_window (0: its default; with --prepublished, at least --n)")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write the scheduler's and each Go worker's CPU profile to files of this prefix (.scheduler, .0, .1, …; go tool pprof)")
 	runs := fs.Int("runs", 1, "runs, one line each")
+	latency := fs.Bool("latency", false, "measure latency instead: --rate keys a second for --duration, each a parent row INSERTed and notified, through --stages tables with an hour between refreshes")
+	var lo LatencyOptions
+	fs.IntVar(&lo.Rate, "rate", DefaultRate, "with --latency: keys a second")
+	fs.DurationVar(&lo.Duration, "duration", DefaultDuration, "with --latency: how long keys arrive")
+	fs.IntVar(&lo.Stages, "stages", DefaultStages, "with --latency: computed tables one after the other (at least 1)")
+	fs.DurationVar(&lo.Coalesce, "coalesce", 0, "with --latency: the scheduler's jobs.events_coalesce (0: its default, 5ms)")
 	explain := fs.Bool("explain", false, "print the plans of the statements that pick due jobs")
 	fs.BoolVar(&o.ExplainOnly, "explain-only", false, "print the plans on a table of --n jobs, and run nothing (--n 10000000 takes about a minute)")
 	quiet := fs.BoolP("quiet", "q", false, "print only the result lines")
@@ -110,6 +119,29 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	o.Bin, _ = filepath.Abs(o.Bin)
 	if !*quiet {
 		o.Log = stderr
+	}
+	if *latency {
+		if lo.Rate < 1 || lo.Duration <= 0 || lo.Stages < 1 {
+			fmt.Fprintln(stderr, "jetjobs-bench: --rate, --duration and --stages must be positive")
+			return cli.ExitUsage
+		}
+		lo.MySQL, lo.NATS, lo.Bin, lo.Self = o.MySQL, o.NATS, o.Bin, o.Self
+		lo.Concurrency = DefaultLatencySlot
+		if fs.Changed("concurrency") {
+			lo.Concurrency = o.Concurrency
+		}
+		if !*quiet {
+			lo.Log = func(format string, args ...any) { fmt.Fprintf(stderr, format+"\n", args...) }
+		}
+		for range *runs {
+			res, err := RunLatency(ctx, lo)
+			if err != nil {
+				fmt.Fprintln(stderr, "jetjobs-bench:", err)
+				return cli.ExitFailed
+			}
+			fmt.Fprintln(stdout, res.Line())
+		}
+		return cli.ExitOK
 	}
 	for range *runs {
 		res, err := Run(ctx, o)

@@ -73,6 +73,7 @@ func init() {
 		errorsCommand(),
 		showCommand(),
 		refreshCommand(),
+		notifyCommand(),
 		ignoreCommand(),
 		retryCommand(),
 		deleteCommand(),

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
@@ -133,7 +134,7 @@ func newGlobals() *globals {
 	describeDefault(g.fs, "config", "$"+config.EnvConfig+", else none")
 	g.fs.Lookup("mysql").Usage = "MySQL `DSN` in go-sql-driver form, e.g. user:password@tcp(host:3306)/"
 	describeDefault(g.fs, "mysql", "$"+config.EnvMySQLDSN+", else mysql.dsn of the config file, else "+config.DefaultMySQLDSN)
-	g.fs.Lookup("nats").Usage = "NATS server `URL`s, comma-separated (used by stream and serve)"
+	g.fs.Lookup("nats").Usage = "NATS server `URL`s, comma-separated (used by stream, notify and serve)"
 	describeDefault(g.fs, "nats", "$"+config.EnvNATSURL+", else nats.url of the config file, else "+config.DefaultNATSURL)
 	g.fs.StringVarP(&g.output, "output", "o", formatText, "output `FORMAT`: text, json or csv; text is aligned for people, json and csv have stable snake_case fields (see 'jobsctl help output')")
 	annotate(g.fs, "output", formats...)
@@ -219,6 +220,7 @@ type session struct {
 
 	cfg    *config.Config
 	db     *sql.DB
+	nc     *nats.Conn
 	ident  *jobsdb.Identity
 	closer []func()
 }

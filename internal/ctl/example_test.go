@@ -19,7 +19,7 @@ func ExampleRun() {
 	})
 	fmt.Println("exit code", code)
 	// Output:
-	// jobsctl: unknown command "lsit" (did you mean list?); commands: progress, list, errors, show, refresh, ignore, retry, delete, drop, watch, stream, serve, completion, help
+	// jobsctl: unknown command "lsit" (did you mean list?); commands: progress, list, errors, show, refresh, notify, ignore, retry, delete, drop, watch, stream, serve, completion, help
 	// Run 'jobsctl help' or 'jobsctl COMMAND --help' for usage.
 	// exit code 2
 }

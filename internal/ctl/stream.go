@@ -46,13 +46,10 @@ func streamCommand() *command {
 					return err
 				}
 				cfg, _ := s.config()
-				cctx, cancel := s.connectContext(ctx)
-				nc, err := connectNATS(cctx, cfg)
-				cancel()
+				nc, err := s.natsConn(ctx)
 				if err != nil {
 					return err
 				}
-				defer nc.Close()
 				qcfg := streamConfig(cfg)
 				r := &records{cols: streamColumns}
 				perTable := make(object, 0, len(all))
@@ -89,7 +86,28 @@ func streamCommand() *command {
 	}
 }
 
-// connectNATS connects to the configuration's NATS servers as jobsctl (stream, serve).
+// natsConn connects to NATS once, as the other programs do; the connection is closed when the
+// command ends.
+func (s *session) natsConn(ctx context.Context) (*nats.Conn, error) {
+	if s.nc != nil {
+		return s.nc, nil
+	}
+	cfg, err := s.config()
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := s.connectContext(ctx)
+	defer cancel()
+	nc, err := connectNATS(cctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.nc = nc
+	s.closer = append(s.closer, nc.Close)
+	return nc, nil
+}
+
+// connectNATS connects to the configuration's NATS servers as jobsctl (stream, notify, serve).
 func connectNATS(ctx context.Context, cfg config.Config) (*nats.Conn, error) {
 	nc, err := queue.Connect(ctx, queue.ConnectOptions{
 		URL:         cfg.NATS.URL,

@@ -67,7 +67,8 @@ func newDispatcher(o *Options, table string, log *slog.Logger, jobs *jobsdb.Jobs
 }
 
 // followDemand subscribes to the workers' demand reports for the service's run: each one
-// records the worker's slots and pokes a pass.
+// records the worker's slots and pokes a pass. It also follows the due times of the retries
+// workers record, and plans a pass for each.
 func (d *dispatcher) followDemand() (end func()) {
 	d.mu.Lock()
 	d.fleet = make(map[string]fleetWorker)
@@ -84,9 +85,21 @@ func (d *dispatcher) followDemand() (end func()) {
 	})
 	if err != nil {
 		d.log.Warn("cannot follow the workers' demand; the stream is refilled every poll interval", "err", err)
-		return func() {}
 	}
-	return func() { _ = sub.Unsubscribe() } // fails only on a closed connection
+	// Retries recorded by workers: pass when they become due, not at the next poll.
+	due, derr := d.stream.SubscribeDue(func(after time.Duration) { d.PokeAt(time.Now().Add(after)) })
+	if derr != nil {
+		d.log.Warn("cannot follow the workers' retries; they are published within the poll interval of their time", "err", derr)
+	}
+	return func() {
+		// Unsubscribing fails only on a closed connection.
+		if sub != nil {
+			_ = sub.Unsubscribe()
+		}
+		if due != nil {
+			_ = due.Unsubscribe()
+		}
+	}
 }
 
 // window is how many messages the stream may hold: sized by the fleet's slots.
@@ -110,8 +123,9 @@ func (d *dispatcher) window() int {
 // pass is what one dispatch pass did.
 type pass struct {
 	DispatchEvent
-	stored int // new messages in the stream, whether marked dispatched or not
-	room   int // messages the dispatch window still takes
+	stored int  // new messages in the stream, whether marked dispatched or not
+	woken  bool // idle workers were woken for them
+	room   int  // messages the dispatch window still takes
 }
 
 // runOnce is one dispatch pass; it returns when to pass again.
@@ -226,6 +240,7 @@ func (d *dispatcher) batch(ctx context.Context, p *pass, limit int, lostAfter ti
 			p.stored++
 		}
 	}
+	d.wake(p)
 	if err != nil {
 		return 0, d.markStored(ctx, p, keys, published, read, err)
 	}
@@ -334,17 +349,26 @@ func (d *dispatcher) nextWake(ctx context.Context) (time.Time, error) {
 	return wake, nil
 }
 
+// wake wakes idle workers once per pass, as soon as the stream holds new messages: before
+// the jobs are marked dispatched, whose commit the workers need not wait for (a job reserved
+// meanwhile is not marked: MarkDispatched only marks pending jobs).
+func (d *dispatcher) wake(p *pass) {
+	if p.stored == 0 || p.woken {
+		return
+	}
+	p.woken = true
+	if err := d.stream.Wake(); err != nil {
+		d.log.Warn("waking workers failed; they find the jobs at their next poll", "err", err)
+	}
+}
+
 // report tells what a pass did: the published counter, a wake-up for idle workers when there
-// are new messages, a debug log and OnDispatch.
+// are new messages (unless a batch woke them already), a debug log and OnDispatch.
 func (d *dispatcher) report(ctx context.Context, p *pass) {
 	if p.stored > 0 {
 		d.o.Telemetry.Metrics().Published(ctx, d.table, p.stored)
 	}
-	if p.Published > 0 {
-		if err := d.stream.Wake(); err != nil {
-			d.log.Warn("waking workers failed; they find the jobs at their next poll", "err", err)
-		}
-	}
+	d.wake(p)
 	if p.Published+p.AlreadyQueued > 0 {
 		d.log.Debug("dispatched", "published", p.Published, "already_queued", p.AlreadyQueued)
 		if d.o.OnDispatch != nil {

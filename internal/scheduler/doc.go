@@ -13,6 +13,7 @@
 //	      ├─ dispatcher            publishes due jobs     (poll: PollInterval, or the next due time)
 //	      ├─ rescuer               recovers expired leases (every RecoverInterval)
 //	      ├─ refresher             refreshes from the key source (every Refresh.Interval; not when Disabled)
+//	      ├─ events                refreshes for the keys it is told (notifies, inserts upstream; not when Events.Disabled)
 //	      └─ sampler               samples the gauges     (every GaugeInterval; only with metrics)
 //
 // A term declares the jobs table and opens the table's stream, starts the four services with
@@ -22,7 +23,8 @@
 // exponential backoff after errors (cenkalti/backoff), its own tests. They tell each other
 // what changed by pokes, never by waiting for each other: the refresher pokes the dispatcher
 // (so that a refresh's new jobs are published at once) and the sampler (so that the gauges
-// show them) after each refresh; the rescuer pokes the dispatcher when it recovered jobs.
+// show them) after each refresh, and so does the events service after each refresh that
+// added jobs; the rescuer pokes the dispatcher when it recovered jobs.
 //
 // # What a leader does
 //
@@ -40,12 +42,23 @@
 //     (most are reserved by then, which leaves little to write). Publishing is
 //     idempotent (a job's subject holds at most one message), so a republish of a job whose
 //     message still waits changes nothing. It passes again when the next job becomes due
-//     (jobsdb NextDue), when poked, and after PollInterval (1 s) at most, since jobsctl,
-//     DataJoint or a worker's retry may add due jobs at any time;
+//     (jobsdb NextDue), when poked, when a retry a worker announced becomes due (queue's
+//     PublishDue: the timer is re-armed for it), and after PollInterval (1 s) at most, since
+//     jobsctl and DataJoint may add due jobs at any time;
+//   - events: follow the table's notify subject and the inserted subjects of the tables its
+//     key source depends on (package notify): the primary parents from the foreign keys, or
+//     Table.DependsOn for a configured key source. Keys are checked on arrival (key columns,
+//     typed by them; a bad message is logged and dropped whole, changing nothing), collected,
+//     and refreshed together, restricted to exactly those keys (placeholders, never SQL), at
+//     most once per Events.Coalesce. Workers publish the keys of the successes they commit on
+//     their table's inserted subject, so a key goes through every stage of a pipeline without
+//     waiting for a refresh interval. Events are core NATS: a lost one waits for the periodic
+//     refresh;
 //   - sampler: see Telemetry.
 //
 // New jobs are thus published right after the refresh that created them, delayed and retried
-// jobs within PollInterval of their scheduled_time (sooner when NextDue sees them coming),
+// jobs at their scheduled_time (when NextDue sees them coming, or a worker announced the
+// retry; within PollInterval for jobs added behind the scheduler's back),
 // recovered orphans right after their recovery, and lost messages after RedispatchAfter.
 //
 // # Failures

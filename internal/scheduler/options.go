@@ -64,6 +64,12 @@ const (
 	// refillFraction: a pass publishes only when the window has room for a batch or for this
 	// fraction of the window, so that a fed stream is topped up in batches, not job by job.
 	refillFraction = 4
+	// CoalesceDefault is the shortest time between two refreshes of a table for events
+	// (EventOptions.Coalesce).
+	CoalesceDefault = 5 * time.Millisecond
+	// MaxEventKeysDefault bounds the keys waiting for a refresh for events
+	// (EventOptions.MaxKeys).
+	MaxEventKeysDefault = 100000
 	// GaugeIntervalDefault is how often a table's leader samples its jobs table and stream
 	// for the gauges when metrics are on.
 	GaugeIntervalDefault = 5 * time.Second
@@ -76,6 +82,27 @@ type Table struct {
 	// KeySource is an SQL SELECT returning the key columns. Empty: the key source is derived
 	// from the target's primary parents, as DataJoint does (see jobsdb.Inspect).
 	KeySource string
+	// DependsOn names the tables ("schema.table") a configured KeySource reads: rows
+	// inserted there (package notify's inserted subject, which workers publish for the jobs
+	// they complete) refresh the table at once for their keys, matched to the key columns by
+	// name. A derived key source depends on the primary parents, read from the foreign keys;
+	// DependsOn is then not used.
+	DependsOn []string
+}
+
+// EventOptions configure the refreshes for events (package notify): keys a notify names,
+// and rows inserted into the tables a key source depends on, completed jobs among them.
+type EventOptions struct {
+	// Disabled: the leader follows no event; keys are found by the periodic refresh only.
+	Disabled bool
+	// Coalesce is the shortest time between the starts of two refreshes of a table for
+	// events: the keys told meanwhile wait and go into the next one together. Default
+	// CoalesceDefault (5 ms): at most 200 such refreshes a second per table, however many
+	// notifies arrive, at up to that much added latency during a burst.
+	Coalesce time.Duration
+	// MaxKeys bounds the keys waiting; past it, the next refresh for events refreshes the
+	// whole key source instead. Default MaxEventKeysDefault.
+	MaxKeys int
 }
 
 // RefreshOptions configure the refresher: the periodic refresh of each table by its leader
@@ -128,6 +155,8 @@ type Options struct {
 	Queue queue.Config
 	// Refresh configures the periodic refresh.
 	Refresh RefreshOptions
+	// Events configure the refreshes for notifies and inserts (package notify).
+	Events EventOptions
 	// OrphanTimeout recovers jobs reserved by DataJoint itself (they have no lease) whose
 	// reserved_time is older than this, in the rescuer's recoveries and in each refresh's.
 	// Default 0: never, as DataJoint's default.
@@ -184,6 +213,9 @@ type Options struct {
 	// OnDispatch, when not nil, is called after each dispatch pass that published or
 	// re-confirmed at least one job, from the table's dispatcher. For metrics and tests.
 	OnDispatch func(DispatchEvent)
+	// OnEventRefresh, when not nil, is called after each refresh for events, from the table's
+	// events service. For metrics and tests.
+	OnEventRefresh func(EventRefresh)
 }
 
 // DispatchEvent describes one dispatch pass of a table.
@@ -235,6 +267,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.PublishTimeout <= 0 {
 		o.PublishTimeout = PublishTimeoutDefault
+	}
+	if o.Events.Coalesce <= 0 {
+		o.Events.Coalesce = CoalesceDefault
+	}
+	if o.Events.MaxKeys <= 0 {
+		o.Events.MaxKeys = MaxEventKeysDefault
 	}
 	if o.GaugeInterval <= 0 {
 		o.GaugeInterval = GaugeIntervalDefault

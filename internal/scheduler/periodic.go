@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -22,7 +23,11 @@ type periodic struct {
 	failLevel slog.Level // of that log
 	backoff   *backoff.ExponentialBackOff
 	poke      chan struct{}
-	step      func(context.Context) (next time.Time, err error)
+	// pokeAt signals that at holds a time to run the step at, if earlier than planned.
+	pokeAt chan struct{}
+	atMu   sync.Mutex
+	at     time.Time
+	step   func(context.Context) (next time.Time, err error)
 	// begin, when not nil, runs at each Start; the function it returns runs when the service
 	// has stopped.
 	begin func() (end func())
@@ -37,6 +42,7 @@ func (p *periodic) init(log *slog.Logger, step func(context.Context) (time.Time,
 	b.Reset()
 	p.log, p.step, p.failMsg, p.failLevel, p.backoff = log, step, failMsg, failLevel, b
 	p.poke = make(chan struct{}, 1)
+	p.pokeAt = make(chan struct{}, 1)
 }
 
 // Start runs the loop in the background until Stop or the end of ctx.
@@ -66,15 +72,44 @@ func (p *periodic) Poke() {
 	}
 }
 
+// PokeAt makes the loop run its step at t, unless it runs sooner anyway: the timer is
+// re-armed when t is earlier than the planned run. A t that has passed is a Poke.
+func (p *periodic) PokeAt(t time.Time) {
+	if !time.Now().Before(t) {
+		p.Poke()
+		return
+	}
+	p.atMu.Lock()
+	if p.at.IsZero() || t.Before(p.at) {
+		p.at = t
+	}
+	p.atMu.Unlock()
+	select {
+	case p.pokeAt <- struct{}{}:
+	default: // a PokeAt is pending already; it reads the earliest time
+	}
+}
+
 func (p *periodic) run(ctx context.Context) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	planned := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
 		case <-p.poke:
+		case <-p.pokeAt:
+			p.atMu.Lock()
+			at := p.at
+			p.at = time.Time{}
+			p.atMu.Unlock()
+			if !at.IsZero() && at.Before(planned) {
+				planned = at
+				timer.Reset(time.Until(at))
+			}
+			continue
 		}
 		next, err := p.step(ctx)
 		if ctx.Err() != nil {
@@ -87,6 +122,7 @@ func (p *periodic) run(ctx context.Context) {
 		} else {
 			p.backoff.Reset()
 		}
+		planned = next
 		timer.Reset(time.Until(next))
 	}
 }

@@ -79,6 +79,30 @@ func TestPeriodic(t *testing.T) {
 		s.quiet(t, 150*time.Millisecond)
 	})
 
+	t.Run("PokeAt runs the step at the time given when it is earlier than planned", func(t *testing.T) {
+		t.Parallel()
+		s := newStepper(t, io.Discard, func(context.Context) (time.Time, error) {
+			return time.Now().Add(time.Hour), nil
+		})
+		if err := s.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		s.next(t, 5*time.Second)
+		at := time.Now().Add(200 * time.Millisecond)
+		s.PokeAt(at.Add(time.Second)) // later than the next: only the earliest counts
+		s.PokeAt(at)
+		ran := s.next(t, 5*time.Second)
+		if ran.Before(at) {
+			t.Errorf("step ran %v before the time given", at.Sub(ran))
+		}
+		if d := ran.Sub(at); d > 150*time.Millisecond {
+			t.Errorf("step ran %v after the time given, want at it", d)
+		}
+		s.quiet(t, 1500*time.Millisecond)      // the later time was dropped: the step asked for an hour
+		s.PokeAt(time.Now().Add(-time.Second)) // a past time: at once
+		s.next(t, 200*time.Millisecond)
+	})
+
 	t.Run("a failing step is logged and retried with growing waits; a success resets them", func(t *testing.T) {
 		t.Parallel()
 		logs := &logLines{}

@@ -13,8 +13,9 @@ import (
 )
 
 // connsPerTable is how far Start raises a limited pool's MaxOpenConns per table: one for the
-// elector's lock and one for the refresher, whose statements may run for minutes.
-const connsPerTable = 2
+// elector's lock, one for the refresher, whose statements may run for minutes, and one for
+// the refreshes for events.
+const connsPerTable = 3
 
 // Scheduler schedules the jobs of a set of tables between Start and Stop. Create it with New.
 type Scheduler struct {

@@ -133,9 +133,10 @@ func (t *table) declare(ctx context.Context) bool {
 }
 
 // services are the leader's services for one term: the dispatcher on its stream (unless there
-// is no NATS), the rescuer, the refresher (unless the periodic refresh is off) and the sampler
-// (when metrics are on). The refresher pokes the dispatcher and the sampler after each
-// refresh, the rescuer pokes the dispatcher when it recovered jobs.
+// is no NATS), the rescuer, the refresher (unless the periodic refresh is off), the events
+// service (unless events are off or there is no NATS) and the sampler (when metrics are on).
+// The refresher pokes the dispatcher and the sampler after each refresh, the events service
+// after each refresh that added jobs, the rescuer pokes the dispatcher when it recovered jobs.
 func (t *table) services() []startstop.Service {
 	var services []startstop.Service
 	poke := func() {}
@@ -153,6 +154,9 @@ func (t *table) services() []startstop.Service {
 	}
 	if !t.o.Refresh.Disabled {
 		services = append(services, newRefresher(t.o, t.spec.Name, t.log, t.jobs, refreshed))
+	}
+	if !t.o.Events.Disabled && t.o.NATS != nil {
+		services = append(services, newEvents(t.o, t.spec, t.log, t.jobs, refreshed))
 	}
 	return services
 }

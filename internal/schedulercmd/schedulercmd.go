@@ -173,7 +173,7 @@ func options(cfg config.Config, tables []string, db *sql.DB, nc *nats.Conn, log 
 	specs := make([]scheduler.Table, len(tables))
 	for i, name := range tables {
 		entry, _ := cfg.Table(name)
-		specs[i] = scheduler.Table{Name: name, KeySource: entry.KeySource}
+		specs[i] = scheduler.Table{Name: name, KeySource: entry.KeySource, DependsOn: entry.DependsOn}
 	}
 	priority := cfg.Jobs.DefaultPriority
 	return scheduler.Options{
@@ -188,6 +188,10 @@ func options(cfg config.Config, tables []string, db *sql.DB, nc *nats.Conn, log 
 			Interval:     cfg.Jobs.RefreshInterval.Duration(),
 			Priority:     &priority,
 			StaleTimeout: cfg.Jobs.StaleTimeout.Duration(),
+		},
+		Events: scheduler.EventOptions{
+			Disabled: !cfg.Jobs.Events,
+			Coalesce: cfg.Jobs.EventsCoalesce.Duration(),
 		},
 		OrphanTimeout:  cfg.Jobs.OrphanTimeout.Duration(),
 		DispatchWindow: cfg.NATS.DispatchWindow,

@@ -296,6 +296,7 @@ func workerOptions(cfg config.Config, tables []string, o options, log *slog.Logg
 		RetryBackoff:   cfg.Jobs.RetryBackoff.Duration(),
 		RecordBatch:    cfg.Jobs.RecordBatch,
 		RecordDelay:    cfg.Jobs.RecordDelay.Duration(),
+		NoEvents:       !cfg.Jobs.Events,
 		Jobs:           cli.JobsOptions(cfg, cli.Identity(cfg)),
 		Queue:          cli.QueueConfig(cfg),
 		Logger:         log,
