@@ -32,12 +32,14 @@ bench: bench-go bench-e2e ## both kinds of benchmark below, one after the other
 bench-go: ## the Go benchmarks, with their figures (BENCH=regexp, BENCHTIME=Nx or duration; the DataJoint ones need test-datajoint's packages)
 	$(GO) test -tags datajoint -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem $(PKGS)
 
-bench-e2e: build ## the end-to-end benchmark (cmd/jetjobs-bench): the plans on 10,000,000 jobs, then the real programs on 100,000 and 1,000,000 keys sustained, 20,000 pre-published, 2,000 with --exec (BENCH_FLAGS=)
+bench-e2e: build ## the end-to-end benchmark (cmd/jetjobs-bench): the plans on 10,000,000 jobs, then the real programs on 100,000 and 1,000,000 keys sustained, 20,000 pre-published, 2,000 with --exec (BENCH_FLAGS=), then event latency through 1 and 3 stages
 	$(BIN)/jetjobs-bench --bin $(BIN) -q --explain-only --n 10000000
 	$(BIN)/jetjobs-bench --bin $(BIN) -q --n 100000 $(BENCH_FLAGS)
 	$(BIN)/jetjobs-bench --bin $(BIN) -q --n 1000000 $(BENCH_FLAGS)
 	$(BIN)/jetjobs-bench --bin $(BIN) -q --n 20000 --prepublished $(BENCH_FLAGS)
 	$(BIN)/jetjobs-bench --bin $(BIN) -q --n 2000 --handler exec -j 8 $(BENCH_FLAGS)
+	$(BIN)/jetjobs-bench --bin $(BIN) -q --latency --stages 1 --rate 100 --duration 10s
+	$(BIN)/jetjobs-bench --bin $(BIN) -q --latency --stages 3 --rate 10 --duration 10s
 
 demo: build ## run the sample pipeline on this machine (MySQL at JETJOBS_MYSQL_DSN or a private MariaDB); Ctrl-C stops it
 	$(GO) build -o $(BIN)/demo ./demo
