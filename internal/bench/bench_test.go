@@ -66,3 +66,17 @@ func TestBenchmarkProgramExplainsOnly(t *testing.T) {
 		t.Errorf("want the plans alone, got:\n%s", out)
 	}
 }
+
+// --latency inserts and notifies parent rows at a steady rate and prints the latency of each
+// stage: one line with its percentiles.
+func TestBenchmarkProgramMeasuresLatency(t *testing.T) {
+	out, err := exec.Command(filepath.Join(binDir, "jetjobs-bench"), "--bin", binDir, "--mysql", mysqltest.ServerDSN(t),
+		"--nats", natstest.External(t), "--latency", "--stages", "2", "--rate", "20", "--duration", "1s", "-q").CombinedOutput()
+	if err != nil {
+		t.Fatalf("jetjobs-bench --latency: %v\n%s", err, out)
+	}
+	line := regexp.MustCompile(`jetjobs latency: keys=20 rate=20/s stages=2 .*insert_notify_to_start_ms=[\d.]+/[\d.]+/[\d.]+ hop1_ms=[\d.]+/[\d.]+/[\d.]+ `)
+	if !line.Match(out) {
+		t.Errorf("no latency line in:\n%s", out)
+	}
+}
