@@ -64,26 +64,7 @@ func TestDispatchMySQLEndToEnd(t *testing.T) {
 	for range 3 {
 		workers = append(workers, e.start("worker", "--exec", handler, "--concurrency", "4", "--suppress-errors"))
 	}
-	var victim int
-	waitFor(t, "the slow job to start", func() bool {
-		for _, c := range e.readCalls() {
-			if c.phase == "start" && c.key == slowKey {
-				victim = c.pid
-				return true
-			}
-		}
-		return false
-	})
-	killedAt := map[int]time.Time{}
-	for _, w := range workers {
-		if w.cmd.Process.Pid == victim {
-			w.signal(syscall.SIGKILL)
-			killedAt[victim] = time.Now()
-		}
-	}
-	if len(killedAt) != 1 {
-		t.Fatalf("the slow job ran in pid %d, which is none of the workers", victim)
-	}
+	killedAt := e.killWorkerRunning(workers, slowKey)
 	waitFor(t, "every key computed", func() bool { return e.count("SELECT COUNT(*) FROM __analysis") == 1000 })
 	waitFor(t, "the jobs table to empty", func() bool { return e.count("SELECT COUNT(*) FROM `~~analysis`") == 0 })
 	e.checkInvariants(killedAt, lease)

@@ -105,26 +105,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// Kill the worker that runs the slow key, mid-job, and start a replacement.
-	var victim int
-	waitFor(t, "the slow job to start", func() bool {
-		for _, c := range e.readCalls() {
-			if c.phase == "start" && c.key == slowKey {
-				victim = c.pid
-				return true
-			}
-		}
-		return false
-	})
-	killedAt := map[int]time.Time{}
-	for _, w := range workers {
-		if w.cmd.Process.Pid == victim {
-			w.signal(syscall.SIGKILL)
-			killedAt[victim] = time.Now()
-		}
-	}
-	if len(killedAt) != 1 {
-		t.Fatalf("the slow job ran in pid %d, which is none of the workers", victim)
-	}
+	killedAt := e.killWorkerRunning(workers, slowKey)
 	workers = append(workers, e.start("worker", "--exec", handler, "--concurrency", "4", "--suppress-errors"))
 
 	// Restart NATS mid-run, with the same store, on the same port.

@@ -393,3 +393,30 @@ func readmeSection(t *testing.T, title string) []snippet {
 	}
 	return snippets
 }
+
+// killWorkerRunning waits for key's handler to start, SIGKILLs the worker that runs it (one of
+// workers), and returns when, by pid.
+func (e *env) killWorkerRunning(workers []*proc, key string) map[int]time.Time {
+	e.t.Helper()
+	var victim int
+	waitFor(e.t, "the job of "+key+" to start", func() bool {
+		for _, c := range e.readCalls() {
+			if c.phase == "start" && c.key == key {
+				victim = c.pid
+				return true
+			}
+		}
+		return false
+	})
+	killedAt := map[int]time.Time{}
+	for _, w := range workers {
+		if w.cmd.Process.Pid == victim {
+			w.signal(syscall.SIGKILL)
+			killedAt[victim] = time.Now()
+		}
+	}
+	if len(killedAt) != 1 {
+		e.t.Fatalf("the job of %s ran in pid %d, which is none of the workers", key, victim)
+	}
+	return killedAt
+}
