@@ -98,6 +98,18 @@ func fetch(t *testing.T, ctx context.Context, f *queue.Fetcher, n int) ([]queue.
 	}
 }
 
+// fetchAtLeast fetches until it has at least n messages: the server delivers messages that
+// were just published one after another, and one Fetch returns those already there.
+func fetchAtLeast(t *testing.T, ctx context.Context, f *queue.Fetcher, n int) []queue.Msg {
+	t.Helper()
+	var got []queue.Msg
+	for len(got) < n {
+		msgs, _ := fetch(t, ctx, f, n-len(got))
+		got = append(got, msgs...)
+	}
+	return got
+}
+
 // fetchNone checks that Fetch finds nothing within d.
 func fetchNone(t *testing.T, f *queue.Fetcher, d time.Duration) {
 	t.Helper()
